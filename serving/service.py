@@ -1,0 +1,79 @@
+"""The BentoML HTTP service: validation and response shape here, inference in the predictor.
+
+Two services, one process each: `KazStance` (the public API) validates requests and shapes
+responses; `StanceModel` holds the model and exposes one batchable method, so BentoML's
+adaptive batching merges texts from concurrent requests into shared forward passes. Settings
+come from the environment (set by `kazstance serve`), see `serving/settings.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+from bentoml.exceptions import InvalidArgument
+from pydantic import AfterValidator, Field
+
+from kazstance.documents import aggregate
+from kazstance.modeling import ModelRef
+from kazstance.predictor import Prediction, Predictor
+from kazstance.text import split_sentences
+from serving import settings
+from serving.http import RequestGuard, metadata_app, model_metadata
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("text is empty or only whitespace")
+    return text
+
+
+Text = Annotated[str, Field(max_length=settings.MAX_CHARS), AfterValidator(_not_blank)]
+Document = Annotated[str, Field(max_length=settings.MAX_DOCUMENT_CHARS), AfterValidator(_not_blank)]
+
+
+@bentoml.service(name="stance_model", workers=settings.WORKERS, traffic={"timeout": 120})
+class StanceModel:
+    model_ref = bentoml.models.BentoModel(settings.MODEL_TAG)
+
+    def __init__(self) -> None:
+        ref = ModelRef(path=Path(self.model_ref.path), name=str(self.model_ref.tag))
+        self.predictor = Predictor.from_ref(ref, backend=settings.BACKEND, threads=settings.threads_per_worker())
+
+    @bentoml.api(batchable=True, max_batch_size=settings.MAX_BATCH_SIZE, max_latency_ms=settings.MAX_LATENCY_MS)
+    def classify(self, texts: list[str]) -> list[dict]:
+        return [asdict(p) for p in self.predictor.predict(texts)]
+
+
+@bentoml.service(name="kazstance", traffic={"timeout": 120})
+@bentoml.asgi_app(metadata_app, path="/")
+class KazStance:
+    model = bentoml.depends(StanceModel)
+
+    def __init__(self) -> None:
+        self.metadata = model_metadata(settings.MODEL_TAG)
+
+    @bentoml.api(route="/predict")
+    async def predict(self, texts: Annotated[list[Text], Field(min_length=1, max_length=settings.MAX_TEXTS)]) -> dict:
+        """Stance of each statement, in input order."""
+        predictions = await self.model.to_async.classify(texts)
+        return {"model": self.metadata["model"], "predictions": predictions}
+
+    @bentoml.api(route="/predict_document")
+    async def predict_document(self, text: Document) -> dict:
+        """Sentence-level stances plus the document's stance and the sentences behind it."""
+        sentences = split_sentences(text)
+        if len(sentences) > settings.MAX_SENTENCES:
+            raise InvalidArgument(f"text has {len(sentences)} sentences; the limit is {settings.MAX_SENTENCES}")
+        predictions = [Prediction(**p) for p in await self.model.to_async.classify(sentences)]
+        label, scores, evidence = aggregate(predictions, tuple(self.metadata["labels"]))
+        return {
+            "model": self.metadata["model"],
+            "document": {"label": label, "scores": scores, "evidence": evidence},
+            "sentences": [{"text": s, **asdict(p)} for s, p in zip(sentences, predictions)],
+        }
+
+
+KazStance.add_asgi_middleware(RequestGuard, max_bytes=settings.MAX_REQUEST_BYTES)

@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny classifier folder, built in seconds, and a private BentoML home."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+SAMPLE_TEXTS = [
+    "TikTok-ты бұғаттау керек, балаларға зияны көп.",
+    "Бұғаттау ешкімді қорғамайды, бәрі VPN арқылы кіреді.",
+    "Министр бұл мәселенің әлі талқыланатынын айтты.",
+    "Запрет TikTok ничего не решит, молодежь уйдет в VPN.",
+    "Депутат Үкіметтен әлеуметтік желілерге шектеу енгізуді сұрады.",
+    "Вопрос о блокировке будет рассмотрен на заседании.",
+    "Tiktokty jabu kerek emes, balalar onda bilim alady.",
+    "Мектепте телефонға тыйым салу дұрыс шешім.",
+]
+
+
+def make_untrained_classifier(out_dir: Path) -> Path:
+    """A tiny random-weight classifier folder in the exact layout training writes."""
+    from transformers import AutoModelForSequenceClassification
+
+    from kazstance.labels import label_maps
+    from kazstance.modeling import META_FILE
+    from training.tiny import build_tiny_base
+
+    base = build_tiny_base(SAMPLE_TEXTS * 4, out_dir / "base")
+    id2label, label2id = label_maps()
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=3, id2label=id2label, label2id=label2id)
+    model.save_pretrained(out_dir / "model", safe_serialization=True)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(base).save_pretrained(out_dir / "model")
+    meta = {"temperature": 1.0, "max_length": 64, "base_model": "tiny-random", "data_fingerprint": "test",
+            "metrics": {}}
+    (out_dir / "model" / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+    return out_dir / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return make_untrained_classifier(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def bentoml_home(tmp_path_factory) -> Path:
+    """A private BentoML home for the whole session (set before bentoml is imported anywhere)."""
+    home = tmp_path_factory.mktemp("bentoml_home")
+    os.environ["BENTOML_HOME"] = str(home)
+    return home

