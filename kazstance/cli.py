@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from serving import score_cli
 
@@ -26,7 +27,7 @@ BACKEND_HELP = "Inference backend: torch (fp32) or int8 (ONNX Runtime, after `ka
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -49,6 +50,25 @@ def data_check(paths: List[Path] = typer.Argument(None, help="Files or folders (
 
     ok = check_and_report(paths or [Path("data")], near_threshold=near_threshold, console=console)
     raise typer.Exit(0 if ok else 1)
+
+
+@data_app.command("split")
+def data_split(inputs: List[Path] = typer.Argument(..., help="Labelled files or folders to pool and split."),
+               out: Path = typer.Option(..., help="Folder for train.jsonl, validation.jsonl, test.jsonl."),
+               seed: int = typer.Option(13)) -> None:
+    """Pool labelled records and write fixed 70/15/15 splits (stratified; variants kept together)."""
+    from training.data_check import check, data_files
+    from training.splits import write_splits
+
+    report = check(inputs)
+    schema_problems = [p for p in report.problems if "[leak]" not in p and "[split]" not in p]
+    if schema_problems:
+        for problem in schema_problems:
+            console.print(problem, highlight=False)
+        fail(f"{len(schema_problems)} problem(s) in {len(data_files(inputs))} file(s); fix them before splitting")
+    records = [{k: v for k, v in r.fields.items() if k != "_split"} for r in report.records]
+    counts = write_splits(records, out, seed)
+    console.print(f"wrote {counts} to {out}")
 
 
 @app.command()

@@ -102,18 +102,21 @@ def expand_inputs(paths: Iterable[str | Path], exclude: Iterable[Path] = ()) -> 
         if not path.is_dir():
             add(path)
             continue
+        found = []
         for root, dirs, names in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(names):
-                if not name.startswith("."):
-                    add(Path(root) / name)
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            found += [Path(root) / name for name in names if not name.startswith(".")]
+        for file in sorted(found, key=lambda p: p.relative_to(path).parts):
+            add(file)
     return files
 
 
-def read_input(file: InputFile, fields: Fields, on_open: Callable[[IO[bytes]], None] | None = None) -> Iterator[Record]:
+def read_input(file: InputFile, fields: Fields, on_open: Callable[[IO[bytes]], None] | None = None,
+               source: str | None = None) -> Iterator[Record]:
     """All records of one top-level file. `on_open` receives the raw file handle, so a caller can
-    follow its position (compressed bytes consumed) for a progress bar."""
-    source = str(file.path)
+    follow its position (compressed bytes consumed) for a progress bar. `source` names the file in
+    the output (default: its path as given)."""
+    source = source or str(file.path)
     if file.size < 0:
         yield _error(source, "no such file")
         return

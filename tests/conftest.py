@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A private BentoML home for the whole run, set before anything imports bentoml.
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="kazstance-test-bentoml-")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,8 +55,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bentoml_home(tmp_path_factory) -> Path:
-    """A private BentoML home for the whole session (set before bentoml is imported anywhere)."""
-    home = tmp_path_factory.mktemp("bentoml_home")
-    os.environ["BENTOML_HOME"] = str(home)
-    return home
+def bentoml_home() -> Path:
+    """The session's private BentoML home (see the top of this file)."""
+    return Path(os.environ["BENTOML_HOME"])

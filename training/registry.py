@@ -37,6 +37,7 @@ def register(run_dir: Path, meta: dict) -> str:
         "test_accuracy": test.get("accuracy"),
         "test_ece": test.get("ece"),
     }
+    metadata = {k: v for k, v in metadata.items() if v is not None}  # the store accepts no nulls
     with bentoml.models.create(BENTO_MODEL_NAME, labels={"run": meta["run_name"], "kind": meta["kind"]},
                                metadata=metadata) as model:
         for item in run_dir.iterdir():

@@ -1,0 +1,371 @@
+"""Batch scoring of files and archives: the engine behind `kazstance score` and its Python API.
+
+This module owns the run: resolve the inputs, load the shared predictor once, stream records from
+`readers`, score them chunk by chunk, and commit each chunk through `writers` with the point to
+resume from. It calls the predictor in-process (never over HTTP), so scores are the ones
+evaluation and the HTTP service give.
+
+Output: one row per input record (per sentence with `unit="sentence"`): `source`, `record`,
+[`sentence`], `id`, [`text`], `label`, `score_<label>` for each of the model's labels (in the
+model's order), [`sentences`, `evidence` for documents], `model`, `error` (null when scored).
+Scores are rounded to 6 places, as the HTTP service returns them. `unit="document"` splits
+each record into sentences and applies the HTTP service's rule (`kazstance.documents.aggregate`).
+
+Conservation: every record read becomes exactly one row (or one per sentence), an error row
+when it cannot be scored; `Summary` counts them. A chunk is `batch_size * 16` records: the
+predictor's length-sorting window, so a chunk is one sort-and-batch pass.
+
+Notebook use:
+    from serving.score import score_files
+    summary = score_files(["exports/2023.zip"], "scores.parquet", model="kazstance:latest")
+    pd.read_parquet(summary.output)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal
+
+from kazstance.modeling import DEFAULT_MODEL
+from kazstance.text import split_sentences
+
+from .readers import Fields, InputFile, Record, expand_inputs, read_input
+from .writers import PartWriter, output_format
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from kazstance.predictor import Predictor
+
+Unit = Literal["statement", "sentence", "document"]
+UNITS = ("statement", "sentence", "document")
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """What to read and how to score it; the same for the local and the Ray engine."""
+
+    model: str = DEFAULT_MODEL
+    text_field: str = "text"
+    id_field: str = "id"
+    unit: Unit = "statement"
+    batch_size: int = 32
+    keep_text: bool = False
+    backend: str = "torch"
+    threads: int | None = None
+
+    @property
+    def fields(self) -> Fields:
+        return Fields(text=self.text_field, id=self.id_field, txt_documents=self.unit == "document")
+
+    @property
+    def chunk_records(self) -> int:
+        return max(self.batch_size * 16, 16)
+
+
+@dataclass
+class Counts:
+    """Whole-run counters; saved with every checkpoint, so a resumed run reports the whole run."""
+
+    rows_read: int = 0     # input records, error rows included
+    unreadable: int = 0    # rows that stand for a whole file or member that could not be read
+    rows_written: int = 0
+    scored: int = 0
+    errors: int = 0
+
+    def add(self, table: "pa.Table", records: int, unreadable: int) -> None:
+        scored = table.column("error").null_count
+        self.rows_read += records
+        self.unreadable += unreadable
+        self.rows_written += table.num_rows
+        self.scored += scored
+        self.errors += table.num_rows - scored
+
+
+@dataclass
+class Summary(Counts):
+    output: Path = Path()
+    files: int = 0
+    seconds: float = 0.0
+    resumed_rows: int = 0  # rows an interrupted run had already written
+
+    @property
+    def rows_per_second(self) -> float:
+        return (self.rows_written - self.resumed_rows) / self.seconds if self.seconds else 0.0
+
+    @property
+    def nothing_read(self) -> bool:
+        return self.rows_read == self.unreadable
+
+
+@dataclass
+class Position:
+    """Where reading resumes: `record` records into `files[file]`."""
+
+    file: int = 0
+    record: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring a chunk of records: shared by the local engine and the Ray actors.
+
+
+def output_schema(labels: Iterable[str], unit: Unit, keep_text: bool) -> "pa.Schema":
+    import pyarrow as pa
+
+    cols = [("source", pa.string()), ("record", pa.int64())]
+    cols += [("sentence", pa.int32())] if unit == "sentence" else []
+    cols += [("id", pa.string())]
+    cols += [("text", pa.string())] if keep_text else []
+    cols += [("label", pa.string())] + [(f"score_{label}", pa.float64()) for label in labels]
+    if unit == "document":
+        cols += [("sentences", pa.int32())] + ([("evidence", pa.string())] if keep_text else [])
+    cols += [("model", pa.string()), ("error", pa.string())]
+    return pa.schema(cols)
+
+
+def score_records(predictor: "Predictor", records: list[Record], unit: Unit, keep_text: bool) -> tuple["pa.Table", list[int]]:
+    """Score a chunk; returns its output table (input order) and, per output row, the index of
+    the record it came from (several rows per record with unit="sentence")."""
+    import pyarrow as pa
+
+    from kazstance.documents import aggregate
+
+    labels = predictor.labels
+    # 1. The texts the model sees: the statement itself, or its sentences.
+    units: list[list[str]] = []
+    for r in records:
+        if r.error is not None:
+            units.append([])
+        elif unit == "statement":
+            units.append([r.text])
+        else:
+            units.append(split_sentences(r.text))
+    flat = [t for texts in units for t in texts]
+    probs, failures = _predict(predictor, flat)
+
+    # 2. One row per record (statement, document) or per sentence.
+    schema = output_schema(labels, unit, keep_text)
+    rows: dict[str, list] = {name: [] for name in schema.names}
+    origin: list[int] = []
+
+    def emit(i: int, r: Record, text, label, scores, error, **extra) -> None:
+        origin.append(i)
+        values = {"source": r.source, "record": r.record, "id": r.id, "text": text, "label": label,
+                  "model": predictor.name, "error": error, **extra}
+        for lab in labels:
+            values[f"score_{lab}"] = scores.get(lab) if scores else None
+        for name in schema.names:
+            rows[name].append(values.get(name))
+
+    offset = 0
+    for i, (r, texts) in enumerate(zip(records, units)):
+        span = range(offset, offset + len(texts))
+        offset += len(texts)
+        if r.error is not None or not texts:
+            emit(i, r, None, None, None, r.error or "empty text")
+            continue
+        predictions = [None if j in failures else predictor.to_prediction(probs[j]) for j in span]
+        if unit == "sentence":
+            for k, (text, p) in enumerate(zip(texts, predictions), start=1):
+                emit(i, r, text if keep_text else None, p and p.label, p and p.scores,
+                     None if p else failures[span[k - 1]], sentence=k)
+        elif unit == "statement":
+            p = predictions[0]
+            emit(i, r, r.text if keep_text else None, p and p.label, p and p.scores, None if p else failures[span[0]])
+        elif any(p is None for p in predictions):
+            emit(i, r, r.text if keep_text else None, None, None, next(failures[j] for j in span if j in failures),
+                 sentences=len(texts))
+        else:
+            label, scores, evidence = aggregate(predictions, labels)
+            emit(i, r, r.text if keep_text else None, label, scores, None, sentences=len(texts),
+                 evidence="\n".join(texts[k] for k in evidence) or None)
+    return pa.table(rows, schema=schema), origin
+
+
+def _predict(predictor: "Predictor", texts: list[str]):
+    """Probabilities for all texts; if the batch fails, retry one by one so a single bad text
+    becomes one error row instead of taking its whole chunk down."""
+    import numpy as np
+
+    if not texts:
+        return np.zeros((0, len(predictor.labels)), dtype=np.float32), {}
+    try:
+        return predictor.predict_proba(texts), {}
+    except Exception:  # noqa: BLE001 - isolated below, reported per text
+        probs = np.zeros((len(texts), len(predictor.labels)), dtype=np.float32)
+        failures: dict[int, str] = {}
+        for j, text in enumerate(texts):
+            try:
+                probs[j] = predictor.predict_proba([text])[0]
+            except Exception as err:  # noqa: BLE001
+                failures[j] = f"scoring failed: {type(err).__name__}: {err}"
+        return probs, failures
+
+
+# ---------------------------------------------------------------------------------------------
+# The run.
+
+
+def fingerprint(files: list[InputFile], options: ScoreOptions, predictor: "Predictor", output: Path) -> dict:
+    """What must not change between an interrupted run and its resumption (batch size and engine
+    may: they do not change which rows are written)."""
+    return {"inputs": [[str(f.path), f.size, f.mtime_ns] for f in files], "model": predictor.name,
+            "labels": list(predictor.labels), "backend": options.backend, "unit": options.unit,
+            "text_field": options.text_field, "id_field": options.id_field, "keep_text": options.keep_text,
+            "format": output_format(output)}
+
+
+def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str = DEFAULT_MODEL,
+                text_field: str = "text", id_field: str = "id", unit: Unit = "statement", batch_size: int = 32,
+                keep_text: bool = False, resume: bool = False, engine: str = "local",
+                ray_address: str | None = None, backend: str = "torch", threads: int | None = None,
+                predictor: "Predictor | None" = None, progress: bool = False) -> Summary:
+    """Score every record of `inputs` (files, folders, archives) into `output` (.parquet, .jsonl
+    or .csv). Pass a loaded `predictor` to reuse it across calls in a notebook."""
+    from kazstance.predictor import Predictor
+
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {unit!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    output = Path(output)
+    output_format(output)  # fail on an unknown extension before loading anything
+    options = ScoreOptions(model=model, text_field=text_field, id_field=id_field, unit=unit,
+                           batch_size=batch_size, keep_text=keep_text, backend=backend, threads=threads)
+    files = expand_inputs(inputs, exclude=[output])
+    if predictor is None:
+        _single_interop_thread()
+        predictor = Predictor.load(model, backend=backend, threads=threads, batch_size=batch_size)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    writer = PartWriter(output, output_schema(predictor.labels, unit, keep_text),
+                        fingerprint(files, options, predictor, output), resume=resume)
+    saved = writer.state or {}
+    start, counts = Position(**saved.get("position", {})), Counts(**saved.get("counts", {}))
+    summary = Summary(output=output, files=len(files), resumed_rows=counts.rows_written)
+
+    tracker = _ByteTracker(files)
+    display = _Display(progress, tracker.total, tracker.at(start), counts.rows_written)
+
+    def commit(table: "pa.Table", position: Position, records: int, unreadable: int) -> None:
+        counts.add(table, records, unreadable)
+        writer.commit(table, {"position": asdict(position), "counts": asdict(counts)})
+        display.update(counts.rows_written, tracker.at(position))
+
+    began = time.perf_counter()
+    with display:
+        if engine == "ray":
+            from .ray_engine import run_ray
+
+            run_ray(files, options, predictor, start, commit, ray_address=ray_address)
+        else:
+            run_local(files, options, predictor, start, commit, tracker)
+    writer.finish()
+    for key, value in asdict(counts).items():
+        setattr(summary, key, value)
+    summary.seconds = time.perf_counter() - began
+    return summary
+
+
+def run_local(files: list[InputFile], options: ScoreOptions, predictor: "Predictor", start: Position,
+              commit: Callable, tracker: "_ByteTracker | None" = None) -> None:
+    """Read, score and commit chunk by chunk in this process."""
+    chunk: list[Record] = []
+    position = start
+    for position, record in _positioned(files, options.fields, start, tracker):
+        chunk.append(record)
+        if len(chunk) >= options.chunk_records:
+            _commit_chunk(predictor, options, chunk, position, commit)
+            chunk = []
+    _commit_chunk(predictor, options, chunk, Position(len(files), 0), commit)
+
+
+def _commit_chunk(predictor, options: ScoreOptions, chunk: list[Record], position: Position, commit: Callable) -> None:
+    table, _ = score_records(predictor, chunk, options.unit, options.keep_text)
+    commit(table, position, len(chunk), sum(r.record is None for r in chunk))
+
+
+def _positioned(files: list[InputFile], fields: Fields, start: Position,
+                tracker: "_ByteTracker | None" = None) -> Iterator[tuple[Position, Record]]:
+    """Records from `start` on, each with the position just after it (where a resume would begin).
+    Files before `start.file` are not even opened; in that file, the first records are skipped."""
+    for index in range(start.file, len(files)):
+        skip = start.record if index == start.file else 0
+        on_open = tracker.opened if tracker else None
+        for n, record in enumerate(read_input(files[index], fields, on_open=on_open)):
+            if n >= skip:
+                yield Position(index, n + 1), record
+        if tracker:
+            tracker.closed(index)
+
+
+def _single_interop_thread() -> None:
+    """Inference parallelises inside ops; extra inter-op threads would only compete for the cores."""
+    import torch
+
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set, or parallel work has started: keep what is there
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress: rows per second always; a bar and ETA from the input bytes consumed.
+
+
+class _ByteTracker:
+    """Input bytes consumed at a position: the files before it, plus how far the reader is into
+    the open file (compressed bytes, so the ETA holds for archives too)."""
+
+    def __init__(self, files: list[InputFile]):
+        self.sizes = [max(f.size, 0) for f in files]
+        self.total = sum(self.sizes) or None
+        self.handle = None
+
+    def opened(self, handle) -> None:
+        self.handle = handle
+
+    def closed(self, index: int) -> None:
+        self.handle = None
+
+    def at(self, position: Position) -> int:
+        done = sum(self.sizes[: position.file])
+        try:
+            return done + (self.handle.tell() if self.handle else 0)
+        except (ValueError, OSError):  # the handle was just closed
+            return done
+
+
+class _Display:
+    """A rich progress bar with rows per second (and an ETA from the input bytes), or nothing."""
+
+    def __init__(self, enabled: bool, total_bytes: int | None, start_bytes: int, start_rows: int):
+        self.enabled, self.total, self.start_bytes, self.start_rows = enabled, total_bytes, start_bytes, start_rows
+        self.began = time.perf_counter()
+
+    def __enter__(self) -> "_Display":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.fields[rows]}"),
+                                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                     console=Console(stderr=True))  # stdout carries the summary
+            self.task = self.progress.add_task("score", total=self.total, completed=self.start_bytes, rows="")
+            self.progress.start()
+        self.began = time.perf_counter()
+        return self
+
+    def update(self, rows: int, bytes_done: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.began
+        rate = (rows - self.start_rows) / elapsed if elapsed > 0 else 0.0
+        self.progress.update(self.task, completed=bytes_done, rows=f"{rows:,} rows  {rate:,.1f} rows/s")
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.progress.stop()

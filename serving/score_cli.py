@@ -1,0 +1,71 @@
+"""The `kazstance score` command: options in, `serving.score.score_files` out, a summary printed.
+
+This module owns only the command-line surface (options, exit codes, the end-of-run summary).
+Its module-level imports stay light (typer, stdlib) because `kazstance.cli` imports it for every
+command; pyarrow, torch and ray load inside the command.
+
+Exit codes: 0 when the run finished (error rows included), 1 when nothing could be read,
+2 when the model cannot load or the options are wrong (unknown output format, a resume that does
+not match the interrupted run), 130 when interrupted (rerun with --resume to continue).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+UNIT_HELP = ("statement: one prediction per record; sentence: one per sentence; "
+             "document: a record (or a whole .txt file) is a document, with the HTTP service's aggregation.")
+
+
+def score(
+    inputs: List[Path] = typer.Argument(..., help="Files, folders or archives: JSONL, CSV, TSV, Parquet, .txt; "
+                                             ".gz/.bz2/.xz/.zst; .zip/.tar/.tar.gz/.tgz."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output file: .parquet, .jsonl or .csv."),
+    model: str = typer.Option("kazstance:latest", help="A model folder or a BentoML tag."),
+    text_field: str = typer.Option("text", help="Field or column holding the text (JSON may use a dotted path)."),
+    id_field: str = typer.Option("id", help="Field or column holding the record id."),
+    unit: str = typer.Option("statement", help=UNIT_HELP),
+    batch_size: int = typer.Option(32, min=1, help="Texts per model call."),
+    keep_text: bool = typer.Option(False, "--keep-text", help="Copy the text into the output."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run into the same output."),
+    engine: str = typer.Option("local", help="local (this process) or ray (Ray Data actor pool)."),
+    ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster (default: start a local one)."),
+    backend: str = typer.Option("torch", help="Inference backend: torch (fp32) or int8 (ONNX Runtime)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Torch threads (default: one per core; per actor with ray)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Score files and archives in a stream, one output row per record; resumable after a kill."""
+    from rich.console import Console
+
+    from kazstance.modeling import ModelNotFound
+    from serving.score import ENGINES, UNITS, score_files
+    from serving.writers import ResumeError
+
+    console = Console(stderr=True)
+
+    def fail(message: str, code: int) -> None:
+        console.print(f"[bold red]error:[/] {message}")
+        raise typer.Exit(code)
+
+    if unit not in UNITS:
+        fail(f"--unit must be one of {', '.join(UNITS)}", 2)
+    if engine not in ENGINES:
+        fail(f"--engine must be one of {', '.join(ENGINES)}", 2)
+    try:
+        summary = score_files(inputs, output, model=model, text_field=text_field, id_field=id_field, unit=unit,
+                              batch_size=batch_size, keep_text=keep_text, resume=resume, engine=engine,
+                              ray_address=ray_address, backend=backend, threads=threads, progress=progress)
+    except (ModelNotFound, ResumeError, ValueError, OSError) as err:
+        fail(str(err), 2)
+    except KeyboardInterrupt:
+        fail(f"interrupted; rerun the same command with --resume to continue into {output}", 130)
+
+    typer.echo(f"files: {summary.files}  rows read: {summary.rows_read}  scored: {summary.scored}  "
+               f"errors: {summary.errors}  rows written: {summary.rows_written}  "
+               f"rows/s: {summary.rows_per_second:.1f}  time: {summary.seconds:.1f}s")
+    typer.echo(f"output: {summary.output}" + (f" (resumed after {summary.resumed_rows} rows)" if summary.resumed_rows else ""))
+    if summary.nothing_read:
+        fail("nothing could be read from the inputs", 1)

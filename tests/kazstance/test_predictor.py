@@ -1,0 +1,55 @@
+"""The shared predictor: input order, calibration, labels from the model, bad input."""
+
+import numpy as np
+import pytest
+
+from kazstance.modeling import ModelNotFound
+from kazstance.predictor import Predictor, length_batches, softmax
+
+TEXTS = ["қысқа", "Бұл сәл ұзынырақ сөйлем, TikTok туралы.", "Орташа сөйлем бар.", "x" * 300, "TikTok"]
+
+
+def test_length_batches_cover_every_index_once_and_group_similar_lengths():
+    lengths = [5, 100, 7, 90, 6, 95]
+    batches = length_batches(lengths, batch_size=3)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert batches == [[0, 4, 2], [3, 5, 1]]
+
+
+def test_length_batches_sort_only_inside_a_window():
+    batches = length_batches([9, 8, 1, 2], batch_size=1, window=2)
+    assert batches == [[1], [0], [2], [3]]
+
+
+def test_predictions_come_back_in_input_order(tiny_model_dir):
+    predictor = Predictor.from_dir(tiny_model_dir, batch_size=2)
+    one_by_one = np.vstack([predictor.predict_proba([t]) for t in TEXTS])
+    np.testing.assert_allclose(predictor.predict_proba(TEXTS), one_by_one, atol=1e-5)
+
+
+def test_labels_come_from_the_model_config(tiny_model_dir):
+    predictor = Predictor.from_dir(tiny_model_dir)
+    assert predictor.labels == ("support", "oppose", "neutral")
+    prediction = predictor.predict(["TikTok"])[0]
+    assert list(prediction.scores) == list(predictor.labels)
+    assert prediction.label == max(prediction.scores, key=prediction.scores.get)
+    assert sum(prediction.scores.values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_temperature_scales_logits(tiny_model_dir):
+    predictor = Predictor.from_dir(tiny_model_dir)
+    logits = predictor.logits(TEXTS)
+    predictor.temperature = 2.0
+    np.testing.assert_allclose(predictor.predict_proba(TEXTS), softmax(logits / 2.0), atol=1e-6)
+
+
+def test_empty_text_is_rejected_with_its_index(tiny_model_dir):
+    with pytest.raises(ValueError, match="text 1 is empty"):
+        Predictor.from_dir(tiny_model_dir).predict(["ok", " \u200b "])
+
+
+def test_unknown_model_gives_a_clear_error(tmp_path, bentoml_home):
+    with pytest.raises(ModelNotFound, match="kazstance train"):
+        Predictor.load("kazstance:doesnotexist")
+    with pytest.raises(ModelNotFound, match="not a kazstance model folder"):
+        Predictor.load(tmp_path)

@@ -1,0 +1,195 @@
+"""The HTTP service, started for real with `bentoml serve`, spoken to over HTTP.
+
+Client input of any shape gets 2xx or 4xx with a message naming the field; never 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+LABELS = {"support", "oppose", "neutral"}
+REPO = Path(__file__).resolve().parents[2]
+MAX_REQUEST_BYTES = 200_000  # small, so the size limit is cheap to test
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, bentoml_home):
+    from training.registry import register
+
+    meta = json.loads((tiny_model_dir / "kazstance.json").read_text())
+    tag = register(tiny_model_dir, {"run_name": "tiny", "kind": "transformer", **meta})
+    port = free_port()
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "KAZSTANCE_MODEL": tag, "KAZSTANCE_THREADS": "1",
+           "KAZSTANCE_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES), "BENTOML_DO_NOT_TRACK": "True"}
+    log = open(bentoml_home / f"serve-{port}.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:KazStance", "--host", "127.0.0.1",
+                             "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {(bentoml_home / f'serve-{port}.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        raise RuntimeError("server did not become ready")
+    yield {"url": url, "tag": tag}
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+    log.close()
+
+
+def post(server, route: str, body=None, **kwargs) -> httpx.Response:
+    return httpx.post(f"{server['url']}{route}", json=body, timeout=60, **kwargs) if body is not None else \
+        httpx.post(f"{server['url']}{route}", timeout=60, **kwargs)
+
+
+def test_predict_returns_one_prediction_per_text_in_order(server):
+    texts = ["TikTok-ты бұғаттау керек.", "Запрет ничего не решит.", "Мәселе талқыланады."]
+    r = post(server, "/predict", {"texts": texts})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == server["tag"]
+    assert len(body["predictions"]) == 3
+    for p in body["predictions"]:
+        assert p["label"] in LABELS
+        assert set(p["scores"]) == LABELS
+        assert abs(sum(p["scores"].values()) - 1) < 1e-3
+        assert p["label"] == max(p["scores"], key=p["scores"].get)
+
+
+def test_order_is_preserved_under_concurrent_requests(server):
+    texts = [f"{'Ұзын ' * (i % 9)}сөйлем {i}: TikTok {'шектеу' if i % 2 else 'пайда'}" for i in range(48)]
+    alone = {t: post(server, "/predict", {"texts": [t]}).json()["predictions"][0]["scores"] for t in texts}
+    requests = [texts[i: i + 3] for i in range(0, len(texts), 3)] * 2
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(lambda batch: post(server, "/predict", {"texts": batch}), requests))
+    for batch, response in zip(requests, responses):
+        assert response.status_code == 200
+        for text, prediction in zip(batch, response.json()["predictions"]):
+            for label, score in prediction["scores"].items():
+                assert abs(score - alone[text][label]) < 1e-3, text
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"texts": ["ok", ""]}, ["texts", 1]),
+    ({"texts": ["ok", "   \n"]}, ["texts", 1]),
+    ({"texts": ["ok", 5]}, ["texts", 1]),
+    ({"texts": [None]}, ["texts", 0]),
+    ({"text": ["ok"]}, ["texts"]),
+    ({"texts": []}, ["texts"]),
+    ({"texts": "not a list"}, ["texts"]),
+    ({"texts": ["x" * 5001]}, ["texts", 0]),
+    ({"texts": ["ok"] * 257}, ["texts"]),
+])
+def test_invalid_predict_bodies_get_400_naming_the_field(server, body, field):
+    r = post(server, "/predict", body)
+    assert r.status_code == 400, r.text
+    assert any(error["loc"] == field for error in r.json()["detail"]), r.text
+
+
+@pytest.mark.parametrize("content, content_type, status, message", [
+    (b'{"texts": ["a"', "application/json", 400, "not valid JSON"),
+    (b'["a"]', "application/json", 400, "JSON object"),
+    (b"\xff\xfe", "application/json", 400, "not valid JSON"),
+    (b'{"texts": ["a"]}', "text/plain", 415, "application/json"),
+    (b"texts=a", "application/x-www-form-urlencoded", 415, "application/json"),
+    (b'{"texts": ["' + b"a" * MAX_REQUEST_BYTES + b'"]}', "application/json", 413, "over"),
+])
+def test_malformed_requests_get_a_clear_4xx(server, content, content_type, status, message):
+    r = post(server, "/predict", content=content, headers={"content-type": content_type})
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+
+
+def test_exactly_256_texts_of_5000_characters_are_accepted(server):
+    r = post(server, "/predict", {"texts": ["ә" * 5000] + ["ok"] * 255})
+    assert r.status_code == 200
+    assert len(r.json()["predictions"]) == 256
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                           max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(json_values, st.fixed_dictionaries({"texts": json_values}), st.fixed_dictionaries({"text": json_values})),
+       route=st.sampled_from(["/predict", "/predict_document"]))
+def test_junk_json_never_gets_a_5xx(server, body, route):
+    r = httpx.post(f"{server['url']}{route}", content=json.dumps(body), headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code < 500, (body, r.status_code, r.text)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=200), content_type=st.sampled_from(["application/json", "text/plain", ""]))
+def test_junk_bytes_never_get_a_5xx(server, raw, content_type):
+    r = httpx.post(f"{server['url']}/predict", content=raw, headers={"content-type": content_type}, timeout=60)
+    assert r.status_code < 500, (raw, r.status_code, r.text)
+
+
+def test_predict_document_splits_and_aggregates(server):
+    text = ("Мәдениет және ақпарат министрі А. Балаева 2023 ж. TikTok-ты бұғаттау мәселесі қаралатынын айтты. "
+            "«Құқық бұзушылық өте көбейді. Әлбетте, шара қабылдауға болады», – деді ол.\n"
+            "Компания өкілі бұл пікірмен келіспеді… Платформа жас пайдаланушылардың қауіпсіздігіне мән береді!")
+    r = post(server, "/predict_document", {"text": text})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [s["text"] for s in body["sentences"]] == [
+        "Мәдениет және ақпарат министрі А. Балаева 2023 ж. TikTok-ты бұғаттау мәселесі қаралатынын айтты.",
+        "«Құқық бұзушылық өте көбейді. Әлбетте, шара қабылдауға болады», – деді ол.",
+        "Компания өкілі бұл пікірмен келіспеді…",
+        "Платформа жас пайдаланушылардың қауіпсіздігіне мән береді!",
+    ]
+    document = body["document"]
+    assert document["label"] in LABELS
+    assert all(0 <= i < 4 for i in document["evidence"])
+    assert all(body["sentences"][i]["label"] in ("support", "oppose") for i in document["evidence"])
+
+
+@pytest.mark.parametrize("body", [{"text": ""}, {"text": " \n "}, {"text": 3}, {}, {"text": "x" * 100_001}])
+def test_invalid_document_bodies_get_400(server, body):
+    r = post(server, "/predict_document", body)
+    assert r.status_code == 400, r.text
+
+
+def test_metadata_describes_model_and_limits(server):
+    r = httpx.get(f"{server['url']}/metadata", timeout=10)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["model"] == server["tag"]
+    assert body["labels"] == ["support", "oppose", "neutral"]
+    assert body["base_model"] == "tiny-random"
+    assert body["limits"]["max_texts"] == 256 and body["limits"]["max_chars"] == 5000
+
+
+def test_bentoml_health_and_metrics_endpoints_keep_working(server):
+    assert httpx.get(f"{server['url']}/livez", timeout=10).status_code == 200
+    assert httpx.get(f"{server['url']}/readyz", timeout=10).status_code == 200
+    post(server, "/predict", {"texts": ["метрика үшін"]})
+    metrics = httpx.get(f"{server['url']}/metrics", timeout=10)
+    assert metrics.status_code == 200 and "bentoml_" in metrics.text
