@@ -150,7 +150,7 @@ def check_and_report(paths: list[Path], near_threshold: float = 0.8, console: Co
     console = console or Console()
     report = check(paths, near_threshold)
     n = len(report.records)
-    for key in ("label", "lang", "platform", "split"):
+    for key in ("label", "lang", "platform"):
         if n:
             console.print(counts_table(report, key))
     involved = {k for i, j, _ in report.near_pairs for k in (i, j)}
