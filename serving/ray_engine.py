@@ -37,7 +37,8 @@ POSITION = ("_file", "_n")
 
 def run_ray(files: list[InputFile], options: ScoreOptions, predictor: "Predictor", start: Position,
             commit: Callable, ray_address: str | None = None) -> None:
-    """Score `files` from `start` on a Ray cluster, committing in input order through `commit`."""
+    """Score `files` from `start` on a Ray cluster, committing in input order through `commit`.
+    `predictor` (the driver's) only gives the output schema: each actor loads `options.model`."""
     import ray
 
     started = not ray.is_initialized()
@@ -46,13 +47,13 @@ def run_ray(files: list[InputFile], options: ScoreOptions, predictor: "Predictor
                  logging_level=logging.WARNING)
     try:
         empty = output_schema(predictor.labels, options.unit, options.keep_text).empty_table()
-        _drive(_dataset(files, options, predictor, start), options, len(files), commit, empty)
+        _drive(_dataset(files, options, start), options, len(files), commit, empty)
     finally:
         if started:
             ray.shutdown()
 
 
-def _dataset(files: list[InputFile], options: ScoreOptions, predictor: "Predictor", start: Position):
+def _dataset(files: list[InputFile], options: ScoreOptions, start: Position):
     import ray
 
     context = ray.data.DataContext.get_current()

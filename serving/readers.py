@@ -165,6 +165,13 @@ def _decompress(stream: IO[bytes], layer: str) -> IO[bytes]:
     return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True))
 
 
+def _seekable(stream: IO[bytes]) -> bool:
+    try:
+        return stream.seekable()
+    except AttributeError:  # a member of a tar read as a stream asks a stream that cannot say
+        return False
+
+
 def _is_hidden(name: str) -> bool:
     parts = PurePosixPath(name).parts
     return any(p.startswith(".") and p not in (".", "..") for p in parts) or "__MACOSX" in parts
@@ -188,7 +195,7 @@ def _read_stream(opener: Callable[[], IO[bytes]], name: str, source: str, fields
 
 
 def _read_zip(stream: IO[bytes], source: str, fields: Fields) -> Iterator[Record]:
-    if not stream.seekable():
+    if not _seekable(stream):
         yield _error(source, "unreadable: a zip inside a compressed stream or a tar cannot be read in-stream")
         return
     with zipfile.ZipFile(stream) as archive:
@@ -202,7 +209,7 @@ def _read_zip(stream: IO[bytes], source: str, fields: Fields) -> Iterator[Record
 def _read_tar(stream: IO[bytes], source: str, fields: Fields) -> Iterator[Record]:
     # Random-access mode where the stream allows it (members are then seekable, so Parquet members
     # work); forward-only stream mode otherwise (tar inside tar, .tar.zst).
-    mode = "r:*" if stream.seekable() else "r|*"
+    mode = "r:*" if _seekable(stream) else "r|*"
     with tarfile.open(fileobj=stream, mode=mode) as archive:
         for member in archive:
             if member.isdir() or _is_hidden(member.name):
@@ -270,12 +277,18 @@ def _lookup(obj: dict, key: str) -> object:
 
 
 def _read_jsonl(stream: IO[bytes], source: str, fields: Fields) -> Iterator[Record]:
+    first = True
     for number, line in _lines(stream):
         if line is None:
             yield _too_long(source, number)
             continue
         if not line.strip():
             continue
+        if first and line.lstrip().startswith(b"[") and not line.rstrip().endswith(b"]"):
+            # A pretty-printed JSON array would give an error row per line; say it once instead.
+            yield _error(source, "a JSON array, not JSON Lines: convert it first (jq -c '.[]')")
+            return
+        first = False
         try:
             obj = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError as err:
@@ -349,7 +362,7 @@ def _read_tsv(stream: IO[bytes], source: str, fields: Fields) -> Iterator[Record
 def _read_parquet(stream: IO[bytes], source: str, fields: Fields) -> Iterator[Record]:
     import pyarrow.parquet as pq
 
-    if not stream.seekable():
+    if not _seekable(stream):
         yield _error(source, "unreadable: Parquet needs random access, which this compressed stream or tar does not give")
         return
     parquet = pq.ParquetFile(stream)

@@ -37,11 +37,16 @@ from .writers import PartWriter, output_format
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from kazstance.predictor import Predictor
+    from kazstance.predictor import Prediction, Predictor
 
 Unit = Literal["statement", "sentence", "document"]
 UNITS = ("statement", "sentence", "document")
 ENGINES = ("local", "ray")
+CHUNK_CHARS = 4_000_000  # a chunk of long documents is cut early, so memory stays bounded
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded (not found, unreadable, or the backend is unavailable)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,7 @@ def score_records(predictor: "Predictor", records: list[Record], unit: Unit, kee
     import pyarrow as pa
 
     from kazstance.documents import aggregate
+    from kazstance.predictor import Prediction
 
     labels = predictor.labels
     # 1. The texts the model sees: the statement itself, or its sentences.
@@ -152,12 +158,13 @@ def score_records(predictor: "Predictor", records: list[Record], unit: Unit, kee
     rows: dict[str, list] = {name: [] for name in schema.names}
     origin: list[int] = []
 
-    def emit(i: int, r: Record, text, label, scores, error, **extra) -> None:
+    def emit(i: int, r: Record, text=None, prediction: "Prediction | None" = None, error=None, **extra) -> None:
         origin.append(i)
-        values = {"source": r.source, "record": r.record, "id": r.id, "text": text, "label": label,
-                  "model": predictor.name, "error": error, **extra}
-        for lab in labels:
-            values[f"score_{lab}"] = scores.get(lab) if scores else None
+        values = {"source": r.source, "record": r.record, "id": r.id, "text": text, "model": predictor.name,
+                  "error": error, **extra}
+        if prediction is not None:
+            values["label"] = prediction.label
+            values.update({f"score_{lab}": prediction.scores[lab] for lab in labels})
         for name in schema.names:
             rows[name].append(values.get(name))
 
@@ -166,22 +173,21 @@ def score_records(predictor: "Predictor", records: list[Record], unit: Unit, kee
         span = range(offset, offset + len(texts))
         offset += len(texts)
         if r.error is not None or not texts:
-            emit(i, r, None, None, None, r.error or "empty text")
+            emit(i, r, error=r.error or "empty text")
             continue
         predictions = [None if j in failures else predictor.to_prediction(probs[j]) for j in span]
+        failed = [failures[j] for j in span if j in failures]
+        kept = r.text if keep_text else None
         if unit == "sentence":
-            for k, (text, p) in enumerate(zip(texts, predictions), start=1):
-                emit(i, r, text if keep_text else None, p and p.label, p and p.scores,
-                     None if p else failures[span[k - 1]], sentence=k)
+            for k, (j, text, p) in enumerate(zip(span, texts, predictions), start=1):
+                emit(i, r, text if keep_text else None, p, failures.get(j), sentence=k)
         elif unit == "statement":
-            p = predictions[0]
-            emit(i, r, r.text if keep_text else None, p and p.label, p and p.scores, None if p else failures[span[0]])
-        elif any(p is None for p in predictions):
-            emit(i, r, r.text if keep_text else None, None, None, next(failures[j] for j in span if j in failures),
-                 sentences=len(texts))
+            emit(i, r, kept, predictions[0], failed[0] if failed else None)
+        elif failed:
+            emit(i, r, kept, error=failed[0], sentences=len(texts))
         else:
             label, scores, evidence = aggregate(predictions, labels)
-            emit(i, r, r.text if keep_text else None, label, scores, None, sentences=len(texts),
+            emit(i, r, kept, Prediction(label, scores), sentences=len(texts),
                  evidence="\n".join(texts[k] for k in evidence) or None)
     return pa.table(rows, schema=schema), origin
 
@@ -219,19 +225,23 @@ def fingerprint(files: list[InputFile], options: ScoreOptions, predictor: "Predi
             "format": output_format(output)}
 
 
-def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str = DEFAULT_MODEL,
+def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str | None = None,
                 text_field: str = "text", id_field: str = "id", unit: Unit = "statement", batch_size: int = 32,
                 keep_text: bool = False, resume: bool = False, engine: str = "local",
                 ray_address: str | None = None, backend: str = "torch", threads: int | None = None,
                 predictor: "Predictor | None" = None, progress: bool = False) -> Summary:
     """Score every record of `inputs` (files, folders, archives) into `output` (.parquet, .jsonl
-    or .csv). Pass a loaded `predictor` to reuse it across calls in a notebook."""
+    or .csv); `model` defaults to kazstance:latest. Pass a loaded `predictor` to reuse it across
+    calls in a notebook (with engine="ray" the actors load their own copy: pass `model` too)."""
     from kazstance.predictor import Predictor
 
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {unit!r}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "ray" and predictor is not None and model is None:
+        raise ValueError("with engine='ray' each actor loads its own model: pass model= as well as predictor=")
+    model = model or DEFAULT_MODEL
     output = Path(output)
     output_format(output)  # fail on an unknown extension before loading anything
     options = ScoreOptions(model=model, text_field=text_field, id_field=id_field, unit=unit,
@@ -239,7 +249,10 @@ def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str 
     files = expand_inputs(inputs, exclude=[output])
     if predictor is None:
         _single_interop_thread()
-        predictor = Predictor.load(model, backend=backend, threads=threads, batch_size=batch_size)
+        try:
+            predictor = Predictor.load(model, backend=backend, threads=threads, batch_size=batch_size)
+        except Exception as err:  # a missing tag, a broken folder, an unknown backend: all "cannot load"
+            raise ModelLoadError(f"cannot load model {model!r}: {err}") from err
     output.parent.mkdir(parents=True, exist_ok=True)
     writer = PartWriter(output, output_schema(predictor.labels, unit, keep_text),
                         fingerprint(files, options, predictor, output), resume=resume)
@@ -274,12 +287,13 @@ def run_local(files: list[InputFile], options: ScoreOptions, predictor: "Predict
               commit: Callable, tracker: "_ByteTracker | None" = None) -> None:
     """Read, score and commit chunk by chunk in this process."""
     chunk: list[Record] = []
-    position = start
+    chars = 0
     for position, record in _positioned(files, options.fields, start, tracker):
         chunk.append(record)
-        if len(chunk) >= options.chunk_records:
+        chars += len(record.text or "")
+        if len(chunk) >= options.chunk_records or chars >= CHUNK_CHARS:
             _commit_chunk(predictor, options, chunk, position, commit)
-            chunk = []
+            chunk, chars = [], 0
     _commit_chunk(predictor, options, chunk, Position(len(files), 0), commit)
 
 

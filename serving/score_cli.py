@@ -34,14 +34,13 @@ def score(
     engine: str = typer.Option("local", help="local (this process) or ray (Ray Data actor pool)."),
     ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster (default: start a local one)."),
     backend: str = typer.Option("torch", help="Inference backend: torch (fp32) or int8 (ONNX Runtime)."),
-    threads: Optional[int] = typer.Option(None, min=1, help="Torch threads (default: one per core; per actor with ray)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Torch threads (default: one per core; with --engine ray, per actor, default 1)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Score files and archives in a stream, one output row per record; resumable after a kill."""
     from rich.console import Console
 
-    from kazstance.modeling import ModelNotFound
-    from serving.score import ENGINES, UNITS, score_files
+    from serving.score import ModelLoadError, score_files
     from serving.writers import ResumeError
 
     console = Console(stderr=True)
@@ -50,15 +49,11 @@ def score(
         console.print(f"[bold red]error:[/] {message}")
         raise typer.Exit(code)
 
-    if unit not in UNITS:
-        fail(f"--unit must be one of {', '.join(UNITS)}", 2)
-    if engine not in ENGINES:
-        fail(f"--engine must be one of {', '.join(ENGINES)}", 2)
-    try:
+    try:  # score_files checks --unit, --engine and the output format before loading anything
         summary = score_files(inputs, output, model=model, text_field=text_field, id_field=id_field, unit=unit,
                               batch_size=batch_size, keep_text=keep_text, resume=resume, engine=engine,
                               ray_address=ray_address, backend=backend, threads=threads, progress=progress)
-    except (ModelNotFound, ResumeError, ValueError, OSError) as err:
+    except (ModelLoadError, ResumeError, ValueError, OSError) as err:
         fail(str(err), 2)
     except KeyboardInterrupt:
         fail(f"interrupted; rerun the same command with --resume to continue into {output}", 130)
@@ -66,6 +61,8 @@ def score(
     typer.echo(f"files: {summary.files}  rows read: {summary.rows_read}  scored: {summary.scored}  "
                f"errors: {summary.errors}  rows written: {summary.rows_written}  "
                f"rows/s: {summary.rows_per_second:.1f}  time: {summary.seconds:.1f}s")
-    typer.echo(f"output: {summary.output}" + (f" (resumed after {summary.resumed_rows} rows)" if summary.resumed_rows else ""))
+    note = f" (resumed after {summary.resumed_rows} rows)" if summary.resumed_rows else \
+        " (no interrupted run to resume: scored from the start)" if resume else ""
+    typer.echo(f"output: {summary.output}{note}")
     if summary.nothing_read:
         fail("nothing could be read from the inputs", 1)

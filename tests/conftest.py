@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -11,8 +13,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# A private BentoML home for the whole run, set before anything imports bentoml.
+# A private BentoML home for the whole run, set before anything imports bentoml; removed at exit.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="kazstance-test-bentoml-")
+atexit.register(shutil.rmtree, os.environ["BENTOML_HOME"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -223,7 +223,12 @@ def _precompiled_charsmap(norm_map: dict[int, str]) -> bytes:
 
 
 def build_tokenizer(bundle: Bundle):
-    """A fast tokenizer that reproduces e5.c's `tok_content` + `<s> ... </s>` id for id."""
+    """A fast tokenizer that reproduces e5.c's `tok_content` + `<s> ... </s>` id for id.
+
+    Left different, all rare: a text that normalises to nothing (e5.c still emits a lone "▁"), text after a
+    NUL (e5.c stops there: C strings), and exact score ties between two orders of the same pieces, e.g. in
+    "+++++++" (e5.c's float32 rounding picks one; same pieces, same count).
+    """
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -250,11 +255,14 @@ def build_tokenizer(bundle: Bundle):
         # control character after every mapped codepoint ends its cluster, so both agree exactly.
         normalizers.Replace(Regex(f"(?<={_char_class(bundle.norm_map)})"), breaker),
         normalizers.Precompiled(_precompiled_charsmap(bundle.norm_map)),
-        # e5.c: collapse runs of spaces, then start the text with exactly one word marker.
+        # e5.c collapses runs of spaces and starts the text with one word marker, reusing a leading space:
+        # prepending a space before collapsing does both.
         normalizers.Prepend(" "),
         normalizers.Replace(Regex(" {2,}"), " "),
     ])
     known = {ord(p) for p in bundle.pieces if len(p) == 1}
+    if any(META in p[1:] or not known.issuperset(map(ord, p)) for p in bundle.pieces):
+        raise ValueError("a piece has an inner word marker or an unknown character; the splits below assume not")
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         # No piece has a marker after its first character, so splitting before each marker cuts no piece.
         pre_tokenizers.Metaspace(replacement=META, prepend_scheme="never", split=True),
@@ -327,6 +335,9 @@ def build_base_model(out_dir: Path | None = None, force: bool = False) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _write(tmp, bundled_file())
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model cache is read by other users (e.g. a service)
+        for file in tmp.iterdir():
+            file.chmod(0o644)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)

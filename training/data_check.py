@@ -27,7 +27,7 @@ from .data import SUFFIXES, DataError, iter_rows
 
 REQUIRED = ("id", "text", "label", "lang", "platform", "source")
 LANGS = ("kk", "kk-latn", "ru", "kk-ru")
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test", "challenge")  # challenge: evaluation only, never trained on
 
 
 @dataclass

@@ -12,9 +12,10 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from .data_check import SPLITS, near_duplicates
+from .data_check import near_duplicates
 
 SHARES = {"train": 0.70, "validation": 0.15, "test": 0.15}
+SPLITS = tuple(SHARES)
 
 
 def group_variants(texts: list[str], threshold: float) -> list[list[int]]:

@@ -99,7 +99,9 @@ def read_rows(path: Path) -> list[dict]:
 
 @functools.cache
 def tiny_predictor(model_dir: Path):
-    """One loaded tiny predictor per session: loading is most of a small test's time."""
+    """One loaded tiny predictor per session: loading is most of a small test's time. One thread:
+    a model this small gains nothing from two, and on a busy machine OpenMP's second thread
+    can make every call wait."""
     from kazstance.predictor import Predictor
 
-    return Predictor.load(model_dir, threads=2, batch_size=8)
+    return Predictor.load(model_dir, threads=1, batch_size=8)

@@ -15,7 +15,8 @@ runner = CliRunner()
 
 
 def score(*args: str):
-    return runner.invoke(app, ["score", *map(str, args), "--no-progress"])
+    # One torch thread: see score_data.tiny_predictor.
+    return runner.invoke(app, ["score", *map(str, args), "--no-progress", "--threads", "1"])
 
 
 def summary_counts(output: str) -> dict[str, float]:

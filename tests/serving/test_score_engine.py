@@ -114,7 +114,7 @@ def test_the_real_predictor_scores_match_predict_and_sum_to_one(tmp_path, tiny_m
 
 def test_score_files_loads_a_model_by_reference_like_the_cli(tmp_path, tiny_model_dir):
     out = tmp_path / "scores.csv"
-    summary = score_files([write("txt", tmp_path)], out, model=str(tiny_model_dir), batch_size=3)
+    summary = score_files([write("txt", tmp_path)], out, model=str(tiny_model_dir), batch_size=3, threads=1)
     assert summary.scored == len(TEXTS) and summary.output == out
     assert {r["model"] for r in read_rows(out)} == {tiny_model_dir.name}
 

@@ -210,3 +210,22 @@ def test_the_output_file_is_never_read_as_input(tmp_path):
     out = tmp_path / "scores.jsonl"
     out.write_text('{"text": "a previous output"}\n')
     assert [f.path for f in expand_inputs([tmp_path], exclude=[out])] == [tmp_path / "input.jsonl"]
+
+
+def test_parquet_members_are_read_where_the_archive_allows_random_access(tmp_path):
+    members = {"rows.parquet": encode("parquet", TEXTS[:3])}
+    for name in ("a.zip", "b.tgz", "c.tar"):
+        assert texts_of(read_all(write_archive(tmp_path / name, members))) == TEXTS[:3]
+    import zstandard
+
+    tar_zst = tmp_path / "d.tar.zst"
+    tar_zst.write_bytes(zstandard.ZstdCompressor().compress((tmp_path / "c.tar").read_bytes()))
+    [record] = read_all(tar_zst)
+    assert record.error.startswith("unreadable: Parquet needs random access")
+
+
+def test_a_json_array_file_is_one_error_row_not_one_per_line(tmp_path):
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps([{"text": t} for t in TEXTS], ensure_ascii=False, indent=2), encoding="utf-8")
+    [record] = read_all(path)
+    assert record.error.startswith("a JSON array, not JSON Lines")

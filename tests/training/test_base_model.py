@@ -143,6 +143,7 @@ def test_resolve_returns_a_local_folder_as_is(tmp_path):
 @pytest.fixture
 def offline_hub(monkeypatch):
     import huggingface_hub.constants
+    import transformers  # noqa: F401  (imported up front: its first import alone takes seconds)
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
@@ -160,6 +161,8 @@ def test_hub_id_fails_fast_offline_and_says_what_to_do(offline_hub, hub_id):
 
 def test_hub_id_fails_fast_when_the_hub_is_unreachable(monkeypatch):
     import huggingface_hub.constants
+
+    import transformers  # noqa: F401  (imported up front: its first import alone takes seconds)
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens

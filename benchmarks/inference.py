@@ -1,0 +1,414 @@
+"""Inference benchmark: the shared predictor's fp32 and int8 backends, measured against this CPU's own peak.
+
+It owns the numbers in `benchmarks/results/inference.json` and the table in `benchmarks/INFERENCE.md`.
+The recipe, top to bottom:
+
+1. the machine: CPU model, cores, AVX-512 VNNI flag, library versions, load average before and after;
+2. GEMM peaks: large square matrix products, best of several, fp32 with torch (oneDNN/MKL) and
+   ONNX Runtime (MLAS), int8 (u8 x s8 -> s32) with ONNX Runtime's MatMulInteger and torch._int_mm;
+   the peak is the best library's best; then the same libraries on the model's own GEMM shapes at
+   batch 32, the ceiling a transformer of this width can reach here;
+3. statements: the test split (or the raw data before splits exist), cleaned as the predictor does;
+4. FLOPs per statement from the model's dimensions and each statement's token count (useful work,
+   no padding): linear layers 2*n*(4H^2 + 2*H*FF) per layer, attention 4*n^2*H per layer, head;
+5. throughput: `Predictor.load(model, backend=...)` at batch 1 and 32, batched as the predictor
+   batches (length-sorted). Each batch runs `--repeats` times and its fastest run counts: other
+   work shares these cores, and the fastest run is the least disturbed (the median is kept too);
+6. parity: fp32 and int8 probabilities at batch 32 on the same statements: macro-F1 of each against
+   the file's labels, label agreement, largest probability difference;
+7. write the JSON, print the table for INFERENCE.md.
+
+    python benchmarks/inference.py --model models/default --data data/test.jsonl
+    python benchmarks/inference.py --model /tmp/standin-e5 --export   # export the int8 model first
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+TARGETS = {"int8_speedup_b32_min": 2.5, "fp32_peak_share_b32_min": 0.60, "int8_macro_f1_delta_abs_max": 0.01,
+           "int8_label_agreement_min": 0.98}
+
+
+# ---------------------------------------------------------------------------------------- 1. machine
+
+
+def machine() -> dict:
+    import onnxruntime
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return {"cpu": model or platform.processor(), "cores": len(os.sched_getaffinity(0)),
+            "avx512_vnni": "avx512_vnni" in flags, "python": platform.python_version(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "load_average_before": os.getloadavg()}
+
+
+# ------------------------------------------------------------------------------------ 2. GEMM peaks
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def best_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: packing, allocation, thread start
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def ort_matmul(m: int, k: int, n: int, int8: bool, threads: int):
+    """An ONNX Runtime session computing one [m,k] x [k,n] product with a constant right side, as in the model."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    if int8:  # what dynamic quantisation runs: uint8 activations x int8 weights -> int32
+        a = helper.make_tensor_value_info("A", TensorProto.UINT8, [m, k])
+        inits = [numpy_helper.from_array(rng.integers(-127, 127, (k, n), dtype=np.int8), "B"),
+                 numpy_helper.from_array(np.array(128, np.uint8), "a_zero"), numpy_helper.from_array(np.array(0, np.int8), "b_zero")]
+        node = helper.make_node("MatMulInteger", ["A", "B", "a_zero", "b_zero"], ["Y"])
+        y = helper.make_tensor_value_info("Y", TensorProto.INT32, [m, n])
+        feed = {"A": rng.integers(0, 255, (m, k), dtype=np.uint8)}
+    else:
+        a = helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])
+        inits = [numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), "B")]
+        node = helper.make_node("MatMul", ["A", "B"], ["Y"])
+        y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [m, n])
+        feed = {"A": rng.standard_normal((m, k), dtype=np.float32)}
+    graph = helper.make_graph([node], "gemm", [a], [y], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, feed)
+
+
+def torch_matmul(m: int, k: int, n: int, int8: bool):
+    import torch
+
+    if int8:  # oneDNN's s8 x s8 -> s32; the weight column-major, as a linear layer stores it
+        a = torch.randint(-127, 127, (m, k), dtype=torch.int8)
+        b = torch.randint(-127, 127, (n, k), dtype=torch.int8).t()
+        return lambda: torch._int_mm(a, b)
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    return lambda: torch.mm(a, b)
+
+
+def gemm_rate(m: int, k: int, n: int, lib: str, int8: bool, threads: int, repeats: int) -> float | None:
+    """Operations per second (multiply and add counted separately) of the best run; None if unsupported."""
+    try:
+        fn = ort_matmul(m, k, n, int8, threads) if lib == "onnxruntime" else torch_matmul(m, k, n, int8)
+        return 2 * m * k * n / best_seconds(fn, repeats)
+    except (RuntimeError, NotImplementedError):
+        return None
+
+
+def gemm_peaks(threads: int, repeats: int, model_shapes: list[tuple[int, int, int]]) -> dict:
+    sizes = (1024, 2048, 3072)
+    out: dict = {"square_sizes": list(sizes), "fp32": {}, "int8": {}, "model_shapes": {}}
+    for kind, int8 in (("fp32", False), ("int8", True)):
+        for lib in ("torch", "onnxruntime"):
+            rates = [gemm_rate(s, s, s, lib, int8, threads, repeats) for s in sizes]
+            out[kind][lib] = {str(s): r for s, r in zip(sizes, rates)}
+        out[kind]["peak"] = max(r for lib in ("torch", "onnxruntime") for r in out[kind][lib].values() if r)
+    for m, k, n in model_shapes:
+        out["model_shapes"][f"{m}x{k}x{n}"] = {
+            "fp32_torch": gemm_rate(m, k, n, "torch", False, threads, repeats),
+            "fp32_onnxruntime": gemm_rate(m, k, n, "onnxruntime", False, threads, repeats),
+            "int8_onnxruntime": gemm_rate(m, k, n, "onnxruntime", True, threads, repeats),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------ 3. statements
+
+
+def load_statements(data: Path | None, limit: int | None) -> tuple[list[str], list[str] | None, str]:
+    """Cleaned statements, their labels when every record has one, and where they came from."""
+    from kazstance.text import clean
+
+    files = [data] if data else ([REPO / "data/test.jsonl"] if (REPO / "data/test.jsonl").is_file()
+                                 else sorted((REPO / "data/raw").glob("*.jsonl")))
+    records = [json.loads(line) for f in files for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = [r for r in records if clean(r.get("text", ""))][:limit]
+    labels = [r["label"] for r in records] if all("label" in r for r in records) else None
+    return [clean(r["text"]) for r in records], labels, ", ".join(str(f.relative_to(REPO) if f.is_relative_to(REPO) else f) for f in files)
+
+
+# ---------------------------------------------------------------------------------------- 4. FLOPs
+
+
+def model_dims(path: Path) -> dict:
+    config = json.loads((path / "config.json").read_text())
+    return {"hidden": config["hidden_size"], "layers": config["num_hidden_layers"], "ffn": config["intermediate_size"],
+            "heads": config["num_attention_heads"], "labels": len(config["id2label"]), "vocab": config["vocab_size"]}
+
+
+def statement_flops(tokens: np.ndarray, d: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(linear-layer FLOPs, attention FLOPs) per statement of `tokens` tokens; embeddings are lookups."""
+    h, layers, ff = d["hidden"], d["layers"], d["ffn"]
+    linear = layers * 2 * tokens * (4 * h * h + 2 * h * ff) + 2 * h * h + 2 * h * d["labels"]  # + pooler + classifier
+    attention = layers * 4 * tokens.astype(np.float64) ** 2 * h  # QK^T and (softmax)V
+    return linear.astype(np.float64), attention
+
+
+# ----------------------------------------------------------------------------------- 5. throughput
+
+
+def timed_pass(predictor, texts: list[str], batch_size: int, repeats: int) -> dict:
+    """Probabilities for all texts plus the fastest and the median total time over `repeats` runs per batch."""
+    from kazstance.predictor import length_batches
+
+    predictor.batch_size = batch_size
+    probs = np.zeros((len(texts), len(predictor.labels)), dtype=np.float32)
+    fastest, median = 0.0, 0.0
+    predictor.predict_proba(texts[:batch_size])  # warm-up
+    for batch in length_batches([len(t) for t in texts], batch_size):
+        chunk = [texts[i] for i in batch]
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            probs[batch] = predictor.predict_proba(chunk)  # one batch: the predictor keeps this grouping
+            times.append(time.perf_counter() - start)
+        fastest += min(times)
+        median += statistics.median(times)
+    return {"probs": probs, "seconds": fastest, "seconds_median": median}
+
+
+def padded_tokens(tokens: np.ndarray, keys: list[int], batch_size: int) -> int:
+    from kazstance.predictor import length_batches
+
+    return int(sum(len(b) * tokens[b].max() for b in length_batches(keys, batch_size)))
+
+
+# ---------------------------------------------------------------------------------------- 6. parity
+
+
+def parity(fp32: np.ndarray, int8: np.ndarray, gold: list[str] | None, labels: tuple[str, ...]) -> dict:
+    out = {"label_agreement": float((fp32.argmax(1) == int8.argmax(1)).mean()),
+           "max_prob_diff": float(np.abs(fp32 - int8).max()), "mean_prob_diff": float(np.abs(fp32 - int8).mean())}
+    if gold:
+        from training.metrics import compute_metrics
+
+        f1_fp32 = compute_metrics(gold, fp32, labels)["macro_f1"]
+        f1_int8 = compute_metrics(gold, int8, labels)["macro_f1"]
+        out.update(macro_f1_fp32=f1_fp32, macro_f1_int8=f1_int8, macro_f1_delta=f1_int8 - f1_fp32)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ 7. run
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="kazstance:latest", help="model folder or BentoML tag")
+    parser.add_argument("--data", type=Path, default=None, help="JSONL statements (default: data/test.jsonl)")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "inference.json")
+    parser.add_argument("--threads", type=int, default=None, help="threads (default: one per core)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per batch; the fastest counts")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N statements")
+    parser.add_argument("--export", action="store_true", help="run `kazstance export` on the model first")
+    parser.add_argument("--torch-dynamic", action="store_true",
+                        help="also time torch dynamic int8 quantisation (the alternative int8 path) at batch 32")
+    parser.add_argument("--variants", action="store_true",
+                        help="also time the ONNX Runtime quantisation choices (s8/u8, per channel/tensor, optimisation level)")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from kazstance.modeling import resolve
+    from kazstance.predictor import Predictor, set_threads
+
+    threads = args.threads or len(os.sched_getaffinity(0))
+    set_threads(threads)
+    model = args.model
+    if args.export:
+        from training.export import export_model
+
+        result = export_model(model)
+        model = result.tag or str(result.path)
+        log(f"exported int8 model: {model}")
+    ref = resolve(model)
+    info = machine()
+    dims = model_dims(ref.path)
+
+    texts, gold, source = load_statements(args.data, args.limit)
+    predictors = {backend: Predictor.load(model, backend=backend, threads=threads) for backend in ("torch", "int8")}
+    tokenizer = predictors["torch"].backend.tokenizer
+    max_length = int(ref.meta.get("max_length", 256))
+    tokens = np.array([len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]])
+    linear, attention = statement_flops(tokens, dims)
+    flops = linear + attention
+    char_keys = [len(t) for t in texts]
+    padding = {str(b): float(padded_tokens(tokens, char_keys, b) / tokens.sum()) for b in (1, 32)}
+    padding["32_if_sorted_by_tokens"] = float(padded_tokens(tokens, list(tokens), 32) / tokens.sum())
+    log(f"{len(texts)} statements from {source}; {tokens.mean():.1f} tokens and {flops.mean() / 1e9:.2f} GFLOP each")
+
+    # The model's GEMM shapes at batch 32: rows = 32 statements x the mean padded length.
+    rows = int(round(32 * padding["32"] * tokens.mean()))
+    h, ff = dims["hidden"], dims["ffn"]
+    log("GEMM micro-benchmark")
+    gemm = gemm_peaks(threads, max(args.repeats, 5), [(rows, h, h), (rows, h, ff), (rows, ff, h)])
+    fp32_peak, int8_peak = gemm["fp32"]["peak"], gemm["int8"]["peak"]
+
+    runs: dict[str, dict] = {}
+    for backend, batch_size in (("torch", 32), ("int8", 32), ("torch", 1), ("int8", 1)):
+        log(f"{backend} batch {batch_size}")
+        runs[f"{backend}_b{batch_size}"] = timed_pass(predictors[backend], texts, batch_size, args.repeats)
+    if args.torch_dynamic:
+        log("torch dynamic int8 batch 32")
+        runs["torch_dynamic_int8_b32"] = timed_pass(torch_dynamic_predictor(predictors["torch"]), texts, 32, args.repeats)
+
+    throughput = {}
+    for name, run in runs.items():
+        peak = int8_peak if "int8" in name else fp32_peak
+        throughput[name] = {
+            "statements_per_s": len(texts) / run["seconds"],
+            "statements_per_s_median": len(texts) / run["seconds_median"],
+            "useful_gflop_per_s": float(flops.sum() / run["seconds"] / 1e9),
+            "peak_share": float(flops.sum() / run["seconds"] / peak),
+            "peak_used": "int8" if "int8" in name else "fp32",
+        }
+    labels = predictors["torch"].labels
+    variants = onnx_variants(ref.path, predictors["int8"], runs["torch_b32"]["probs"], texts, args.repeats, threads) \
+        if args.variants else None
+    par = parity(runs["torch_b32"]["probs"], runs["int8_b32"]["probs"], gold, labels)
+    batch_sensitivity = {  # dynamic quantisation scales activations per batch: batch-mates move a text's scores
+        backend: float(np.abs(runs[f"{backend}_b1"]["probs"] - runs[f"{backend}_b32"]["probs"]).max())
+        for backend in ("torch", "int8")}
+    if "torch_dynamic_int8_b32" in runs:
+        par["torch_dynamic_int8"] = parity(runs["torch_b32"]["probs"], runs["torch_dynamic_int8_b32"]["probs"], gold, labels)
+
+    results = {
+        "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": ref.name, "model_meta": {k: ref.meta.get(k) for k in ("base_model", "data_fingerprint", "max_length")},
+        "data": source, "statements": len(texts), "labelled": gold is not None,
+        "machine": {**info, "load_average_after": os.getloadavg(), "threads": threads},
+        "int8_artefact": predictors["int8"].backend.info,
+        "model_dims": dims,
+        "tokens_per_statement": {"mean": float(tokens.mean()), "median": float(np.median(tokens)), "max": int(tokens.max())},
+        "gflop_per_statement": {"mean": float(flops.mean() / 1e9), "linear_share": float(linear.sum() / flops.sum())},
+        "padding_overhead": padding,
+        "gemm": gemm,
+        "throughput": throughput,
+        "parity": par,
+        "batch_composition_max_prob_diff": batch_sensitivity,
+        "onnx_variants_b32": variants,
+        # the headline keys the issue names
+        "int8_speedup_b32": throughput["int8_b32"]["statements_per_s"] / throughput["torch_b32"]["statements_per_s"],
+        "int8_speedup_b1": throughput["int8_b1"]["statements_per_s"] / throughput["torch_b1"]["statements_per_s"],
+        "fp32_peak_share_b32": throughput["torch_b32"]["peak_share"],
+        "int8_peak_share_b32": throughput["int8_b32"]["peak_share"],
+        "int8_macro_f1_delta": par.get("macro_f1_delta"),
+        "int8_label_agreement": par["label_agreement"],
+        "int8_max_prob_diff": par["max_prob_diff"],
+        "targets": TARGETS,
+    }
+    results["targets_met"] = {
+        "int8_speedup_b32": results["int8_speedup_b32"] >= TARGETS["int8_speedup_b32_min"],
+        "fp32_peak_share_b32": results["fp32_peak_share_b32"] >= TARGETS["fp32_peak_share_b32_min"],
+        "int8_macro_f1_delta": None if gold is None else abs(par["macro_f1_delta"]) <= TARGETS["int8_macro_f1_delta_abs_max"],
+        "int8_label_agreement": par["label_agreement"] >= TARGETS["int8_label_agreement_min"],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(table(results))
+    return results
+
+
+def torch_dynamic_predictor(fp32):
+    """The alternative int8 path, for comparison only: torch dynamic quantisation of every Linear (fbgemm/oneDNN)."""
+    import copy
+
+    import torch
+
+    from kazstance.predictor import Predictor
+
+    backend = copy.copy(fp32.backend)
+    backend.model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32.backend.model), {torch.nn.Linear},
+                                                           dtype=torch.qint8)
+    return Predictor(backend=backend, name=fp32.name, temperature=fp32.temperature, meta=fp32.meta)
+
+
+def onnx_variants(ref_path: Path, int8, fp32_probs: np.ndarray, texts: list[str], repeats: int, threads: int) -> dict:
+    """The choices behind the shipped artefact, each timed at batch 32 through the same predictor:
+    fp32 ONNX (no quantisation), int8 or uint8 weights, per tensor or per output channel, and the
+    session's graph optimisation level."""
+    import copy
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from kazstance.int8 import make_session
+    from kazstance.predictor import Predictor
+    from training.export import export_fp32, load_for_export
+
+    model, tokenizer = load_for_export(ref_path)
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="kazstance-variants-") as tmp:
+        files = {"fp32 onnx": Path(tmp) / "fp32.onnx"}
+        export_fp32(model, tokenizer, files["fp32 onnx"])
+        for weights, per_channel in ((QuantType.QInt8, True), (QuantType.QInt8, False), (QuantType.QUInt8, True),
+                                     (QuantType.QUInt8, False)):
+            name = f"{'s8' if weights == QuantType.QInt8 else 'u8'} weights, per {'channel' if per_channel else 'tensor'}"
+            files[name] = Path(tmp) / f"{len(files)}.onnx"
+            quantize_dynamic(files["fp32 onnx"], files[name], weight_type=weights, per_channel=per_channel)
+        runs = [(name, file, "all") for name, file in files.items()] + [("s8 weights, per channel", files["s8 weights, per channel"], "extended")]
+        for name, file, level in runs:
+            log(f"variant: {name}, {level} optimisation")
+            backend = copy.copy(int8.backend)
+            backend.session = make_session(file, threads, level)
+            run = timed_pass(Predictor(backend=backend, name=int8.name, temperature=int8.temperature), texts, 32, repeats)
+            out[f"{name} ({level})"] = {"statements_per_s": len(texts) / run["seconds"],
+                                        **parity(fp32_probs, run["probs"], None, int8.labels)}
+    return out
+
+
+def table(r: dict) -> str:
+    g = r["gemm"]
+    lines = [
+        f"Model `{r['model']}` on {r['statements']} statements ({r['data']}), {r['tokens_per_statement']['mean']:.1f} tokens "
+        f"and {r['gflop_per_statement']['mean']:.2f} GFLOP each; {r['machine']['cores']} cores of {r['machine']['cpu']}.",
+        "",
+        f"Measured GEMM peak: fp32 {g['fp32']['peak'] / 1e9:.0f} GFLOP/s, int8 {g['int8']['peak'] / 1e9:.0f} GOP/s.",
+        "",
+        "| backend | batch | statements/s | useful GFLOP/s | share of measured peak |",
+        "|---|---|---|---|---|",
+    ]
+    for name, t in r["throughput"].items():
+        backend, batch = name.rsplit("_b", 1)
+        lines.append(f"| {backend} | {batch} | {t['statements_per_s']:.1f} | {t['useful_gflop_per_s']:.1f} | "
+                     f"{t['peak_share']:.0%} of {t['peak_used']} |")
+    p = r["parity"]
+    f1 = (f"macro-F1 fp32 {p['macro_f1_fp32']:.3f} / int8 {p['macro_f1_int8']:.3f} (delta {p['macro_f1_delta']:+.3f}); "
+          if "macro_f1_delta" in p else "")
+    lines += ["", f"int8 speedup at batch 32: {r['int8_speedup_b32']:.2f}x (batch 1: {r['int8_speedup_b1']:.2f}x). "
+              f"Parity: {f1}label agreement {p['label_agreement']:.1%}, largest probability difference {p['max_prob_diff']:.3f}."]
+    if r.get("onnx_variants_b32"):
+        lines += ["", "| ONNX Runtime variant (batch 32) | statements/s | label agreement with torch fp32 | largest probability difference |",
+                  "|---|---|---|---|"]
+        lines += [f"| {name} | {v['statements_per_s']:.1f} | {v['label_agreement']:.1%} | {v['max_prob_diff']:.3f} |"
+                  for name, v in r["onnx_variants_b32"].items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

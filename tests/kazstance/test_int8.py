@@ -1,0 +1,88 @@
+"""The int8 backend: the same predictions as fp32 within quantisation error, or a clear refusal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import SAMPLE_TEXTS
+from kazstance.int8 import SIDECAR, Int8ArtefactMissing
+from kazstance.modeling import ModelNotFound
+from kazstance.predictor import Predictor
+
+# int8 weights and per-batch activation scales move probabilities a little, no more (measured:
+# ~0.013 on the wide random model below, which is harsher on int8 than trained weights are).
+PROB_TOLERANCE = 0.03
+TEXTS = SAMPLE_TEXTS + ["VPN арқылы кіреміз", "Закон принят", "Ok"]
+
+
+@pytest.fixture(scope="module")
+def exported_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with its matrices redrawn wider: at the usual 0.02 init every text gets the
+    same probabilities, and label parity would compare eight copies of one row."""
+    import torch
+
+    from kazstance.modeling import load_transformer
+    from training.export import export_model
+
+    folder = tmp_path_factory.mktemp("int8") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    model, _ = load_transformer(folder)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if weight.dim() == 2 and "embeddings" not in name:
+                weight.normal_(0.0, 0.25)
+    model.save_pretrained(folder, safe_serialization=True)
+    export_model(folder)
+    return folder
+
+
+def test_int8_gives_fp32_labels_and_probabilities_within_tolerance(exported_dir):
+    fp32 = Predictor.load(exported_dir, backend="torch").predict_proba(TEXTS)
+    int8 = Predictor.load(exported_dir, backend="int8").predict_proba(TEXTS)
+    assert len(set(fp32.argmax(1))) > 1, "the model should not give every text the same label"
+    assert np.abs(int8 - fp32).max() < PROB_TOLERANCE
+    # A label may only differ where fp32 itself is undecided within the tolerance.
+    top2 = np.sort(fp32, axis=1)[:, -2:]
+    decided = (top2[:, 1] - top2[:, 0]) > 2 * PROB_TOLERANCE
+    assert decided.sum() >= len(TEXTS) // 2
+    assert (int8.argmax(1) == fp32.argmax(1))[decided].all()
+
+
+def test_int8_labels_come_from_the_model_config(exported_dir):
+    predictor = Predictor.load(exported_dir, backend="int8")
+    assert predictor.labels == ("support", "oppose", "neutral")
+    prediction = predictor.predict(["TikTok"])[0]
+    assert list(prediction.scores) == list(predictor.labels)
+
+
+def test_int8_results_do_not_depend_on_batching_or_padding(exported_dir):
+    # The exported graph has dynamic batch and sequence axes: any batch, any padded length.
+    texts = TEXTS + ["x" * 300]
+    one_batch = Predictor.load(exported_dir, backend="int8", batch_size=32).predict_proba(texts)
+    small_batches = Predictor.load(exported_dir, backend="int8", batch_size=3).predict_proba(texts)
+    np.testing.assert_allclose(small_batches, one_batch, atol=PROB_TOLERANCE)
+
+
+def test_a_model_without_the_artefact_says_how_to_export_it(tiny_model_dir):
+    with pytest.raises(Int8ArtefactMissing, match="kazstance export --model"):
+        Predictor.load(tiny_model_dir, backend="int8")
+
+
+def test_the_missing_artefact_error_is_one_the_cli_reports_cleanly(tiny_model_dir):
+    with pytest.raises(ModelNotFound):  # `predict` and `evaluate` print these without a traceback
+        Predictor.load(tiny_model_dir, backend="int8")
+
+
+def test_an_artefact_from_other_weights_is_refused(exported_dir, tmp_path):
+    stale = tmp_path / "model"
+    shutil.copytree(exported_dir, stale)
+    sidecar = json.loads((stale / SIDECAR).read_text())
+    sidecar["weights_sha256"] = {"model.safetensors": "0" * 64}
+    (stale / SIDECAR).write_text(json.dumps(sidecar))
+    with pytest.raises(Int8ArtefactMissing, match="other weights"):
+        Predictor.load(stale, backend="int8")

@@ -1,0 +1,98 @@
+"""The HTTP service and the batch scorer run on the int8 backend and give the predictor's int8 answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import SAMPLE_TEXTS
+from kazstance.predictor import Predictor
+from score_data import read_rows, write
+from serving.score import score_files
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def exported_dir(tiny_model_dir, tmp_path_factory):
+    from training.export import export_model
+
+    folder = tmp_path_factory.mktemp("int8-serving") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    export_model(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def int8_server(exported_dir, bentoml_home):
+    from training.registry import register
+
+    meta = json.loads((exported_dir / "kazstance.json").read_text())
+    tag = register(exported_dir, {"run_name": "tiny-int8", "kind": "transformer", **meta})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "KAZSTANCE_MODEL": tag, "KAZSTANCE_BACKEND": "int8",
+           "KAZSTANCE_THREADS": "1", "BENTOML_DO_NOT_TRACK": "True"}
+    log_path = bentoml_home / f"serve-int8-{port}.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:KazStance",
+                                 "--host", "127.0.0.1", "--port", str(port)], cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 120
+            while not _ready(url):
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"int8 server did not start: {log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield {"url": url, "tag": tag}
+        finally:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_the_service_answers_with_the_int8_predictor(int8_server, exported_dir):
+    r = httpx.post(f"{int8_server['url']}/predict", json={"texts": SAMPLE_TEXTS}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == int8_server["tag"]
+    expected = Predictor.load(exported_dir, backend="int8").predict(SAMPLE_TEXTS)
+    assert [p["label"] for p in body["predictions"]] == [p.label for p in expected]
+    for got, want in zip(body["predictions"], expected):
+        assert got["scores"] == pytest.approx(want.scores, abs=1e-4)
+
+
+def test_the_scorer_runs_on_the_int8_backend(exported_dir, tmp_path):
+    out = tmp_path / "scores.jsonl"
+    summary = score_files([write("jsonl", tmp_path)], out, model=str(exported_dir), backend="int8")
+    assert (summary.rows_read, summary.scored, summary.errors) == (len(SAMPLE_TEXTS), len(SAMPLE_TEXTS), 0)
+    expected = Predictor.load(exported_dir, backend="int8").predict(SAMPLE_TEXTS)
+    rows = read_rows(out)
+    assert [r["label"] for r in rows] == [p.label for p in expected]
+    labels = list(expected[0].scores)
+    for row, want in zip(rows, expected):
+        assert {lab: row[f"score_{lab}"] for lab in labels} == pytest.approx(want.scores, abs=1e-4)
+
+
+def test_the_scorer_refuses_an_unexported_model_before_reading_anything(tiny_model_dir, tmp_path):
+    from serving.score import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="kazstance export --model"):
+        score_files([write("jsonl", tmp_path)], tmp_path / "scores.jsonl", model=str(tiny_model_dir), backend="int8")

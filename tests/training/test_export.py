@@ -1,0 +1,74 @@
+"""`kazstance export`: a folder gets the int8 artefact beside it; a store tag gets a new version with it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import SAMPLE_TEXTS
+from kazstance.cli import app
+from kazstance.int8 import ARTEFACT, SIDECAR, weights_digest
+from kazstance.predictor import Predictor
+from training.export import ExportError, export_model
+
+
+@pytest.fixture
+def model_copy(tiny_model_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    return folder
+
+
+def test_exporting_a_folder_writes_the_artefact_tied_to_its_weights(model_copy):
+    result = export_model(model_copy)
+    assert result.tag is None and result.path == model_copy.resolve()
+    assert (model_copy / ARTEFACT).is_file()
+    sidecar = json.loads((model_copy / SIDECAR).read_text())
+    assert sidecar["weights_sha256"] == weights_digest(model_copy)
+    # the fp32 graph reproduces torch; int8 moves a logit by quantisation error only
+    assert sidecar["probe_max_logit_error"]["fp32_onnx"] < 1e-4
+    assert sidecar["probe_max_logit_error"]["int8"] < 0.05
+    # and the folder now reloads on the int8 backend
+    assert len(Predictor.load(model_copy, backend="int8").predict(SAMPLE_TEXTS)) == len(SAMPLE_TEXTS)
+
+
+def test_exporting_a_tag_adds_a_new_version_and_leaves_the_original_untouched(model_copy, bentoml_home):
+    import bentoml
+
+    from training.registry import register
+
+    meta = json.loads((model_copy / "kazstance.json").read_text())
+    original = register(model_copy, {"run_name": "tiny", "kind": "transformer", **meta})
+
+    result = CliRunner().invoke(app, ["export", "--model", original, "--format", "onnx-int8"])
+    assert result.exit_code == 0, result.output
+
+    latest = bentoml.models.get("kazstance:latest")
+    assert str(latest.tag) != original
+    assert latest.info.metadata["int8_from"] == original
+    assert latest.info.metadata["run_name"] == "tiny"  # the original's metadata carries over
+    assert not (Path(bentoml.models.get(original).path) / ARTEFACT).exists()
+    predictor = Predictor.load(str(latest.tag), backend="int8")
+    assert predictor.name == str(latest.tag)
+    assert len(predictor.predict(SAMPLE_TEXTS)) == len(SAMPLE_TEXTS)
+
+
+def test_unknown_formats_and_baseline_models_are_refused(model_copy, tmp_path):
+    with pytest.raises(ExportError, match="unknown format"):
+        export_model(model_copy, "tflite")
+    baseline = tmp_path / "baseline"
+    baseline.mkdir()
+    (baseline / "kazstance.json").write_text("{}")
+    (baseline / "tfidf.json").write_text("{}")
+    with pytest.raises(ExportError, match="TF-IDF"):
+        export_model(baseline)
+
+
+def test_the_cli_reports_a_missing_model_without_a_traceback(tmp_path):
+    result = CliRunner().invoke(app, ["export", "--model", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert "error" in result.output
