@@ -174,24 +174,70 @@ def statement_flops(tokens: np.ndarray, d: dict) -> tuple[np.ndarray, np.ndarray
 # ----------------------------------------------------------------------------------- 5. throughput
 
 
-def timed_pass(predictor, texts: list[str], batch_size: int, repeats: int) -> dict:
-    """Probabilities for all texts plus the fastest and the median total time over `repeats` runs per batch."""
+def machine_busy_s() -> float:
+    """CPU seconds all processes have spent busy since boot (from /proc/stat)."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Contention:
+    """Share of the cores that other processes used while a block ran: the context for its timings."""
+
+    def __enter__(self) -> "Contention":
+        self.start = (time.perf_counter(), machine_busy_s(), own_cpu_s())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        wall, busy, own = (b - a for a, b in zip(self.start, (time.perf_counter(), machine_busy_s(), own_cpu_s())))
+        self.others_share = round(max(0.0, busy - own) / (wall * len(os.sched_getaffinity(0))), 3)
+
+
+def wait_for_quiet(max_wait_s: float, threshold: float = 0.15, sample_s: float = 3.0) -> float:
+    """Wait, at most `max_wait_s`, until other processes use under `threshold` of the cores; returns seconds waited."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < max_wait_s:
+        with Contention() as c:
+            time.sleep(sample_s)
+        if c.others_share < threshold:
+            break
+    return round(time.perf_counter() - start, 1)
+
+
+def timed_passes(contenders: dict, texts: list[str], batch_size: int, repeats: int) -> dict[str, dict]:
+    """Every text through every contender, batched as the predictor batches (length-sorted).
+
+    Batch by batch, each contender runs the batch `repeats` times in turn: when other jobs come
+    and go, they slow all contenders alike instead of whichever ran at the time. Per contender:
+    probabilities (input order), the sum over batches of the fastest run (`seconds`) and of the
+    median run (`seconds_median`).
+    """
     from kazstance.predictor import length_batches
 
-    predictor.batch_size = batch_size
-    probs = np.zeros((len(texts), len(predictor.labels)), dtype=np.float32)
-    fastest, median = 0.0, 0.0
-    predictor.predict_proba(texts[:batch_size])  # warm-up
+    out = {}
+    for name, predictor in contenders.items():
+        predictor.batch_size = batch_size
+        predictor.predict_proba(texts[:batch_size])  # warm-up: allocation, thread pools
+        out[name] = {"probs": np.zeros((len(texts), len(predictor.labels)), dtype=np.float32),
+                     "seconds": 0.0, "seconds_median": 0.0}
     for batch in length_batches([len(t) for t in texts], batch_size):
         chunk = [texts[i] for i in batch]
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            probs[batch] = predictor.predict_proba(chunk)  # one batch: the predictor keeps this grouping
-            times.append(time.perf_counter() - start)
-        fastest += min(times)
-        median += statistics.median(times)
-    return {"probs": probs, "seconds": fastest, "seconds_median": median}
+        for name, predictor in contenders.items():
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                out[name]["probs"][batch] = predictor.predict_proba(chunk)  # one batch: the predictor keeps it whole
+                times.append(time.perf_counter() - start)
+            out[name]["seconds"] += min(times)
+            out[name]["seconds_median"] += statistics.median(times)
+    return out
 
 
 def padded_tokens(tokens: np.ndarray, keys: list[int], batch_size: int) -> int:
@@ -231,6 +277,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also time torch dynamic int8 quantisation (the alternative int8 path) at batch 32")
     parser.add_argument("--variants", action="store_true",
                         help="also time the ONNX Runtime quantisation choices (s8/u8, per channel/tensor, optimisation level)")
+    parser.add_argument("--wait-quiet", type=float, default=0,
+                        help="before each phase, wait up to this many seconds for other jobs to go quiet")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -265,20 +313,34 @@ def main(argv: list[str] | None = None) -> dict:
     # The model's GEMM shapes at batch 32: rows = 32 statements x the mean padded length.
     rows = int(round(32 * padding["32"] * tokens.mean()))
     h, ff = dims["hidden"], dims["ffn"]
+    waited = wait_for_quiet(args.wait_quiet) if args.wait_quiet else 0.0
     log("GEMM micro-benchmark")
-    gemm = gemm_peaks(threads, max(args.repeats, 5), [(rows, h, h), (rows, h, ff), (rows, ff, h)])
+    with Contention() as c:
+        gemm = gemm_peaks(threads, max(2 * args.repeats, 10), [(rows, h, h), (rows, h, ff), (rows, ff, h)])
+    gemm_contention = {"others_cpu_share": c.others_share, "waited_for_quiet_s": waited}
     fp32_peak, int8_peak = gemm["fp32"]["peak"], gemm["int8"]["peak"]
 
-    runs: dict[str, dict] = {}
-    for backend, batch_size in (("torch", 32), ("int8", 32), ("torch", 1), ("int8", 1)):
-        log(f"{backend} batch {batch_size}")
-        runs[f"{backend}_b{batch_size}"] = timed_pass(predictors[backend], texts, batch_size, args.repeats)
+    # Batch 32: fp32 and int8 (and the alternatives asked for) interleaved batch by batch; then batch 1.
+    contenders = dict(predictors)
     if args.torch_dynamic:
-        log("torch dynamic int8 batch 32")
-        runs["torch_dynamic_int8_b32"] = timed_pass(torch_dynamic_predictor(predictors["torch"]), texts, 32, args.repeats)
+        contenders["torch_dynamic_int8"] = torch_dynamic_predictor(predictors["torch"])
+    if args.variants:
+        log("building the ONNX Runtime variants")
+        contenders.update(variant_contenders(ref.path, predictors["int8"], threads))
+    contention = {}
+    runs: dict[str, dict] = {}
+    for batch_size, group in ((32, contenders), (1, predictors)):
+        waited = wait_for_quiet(args.wait_quiet) if args.wait_quiet else 0.0
+        log(f"batch {batch_size}: {', '.join(group)}")
+        with Contention() as c:
+            for name, run in timed_passes(group, texts, batch_size, args.repeats).items():
+                runs[f"{name}_b{batch_size}"] = run
+        contention[f"b{batch_size}"] = {"others_cpu_share": c.others_share, "waited_for_quiet_s": waited}
 
     throughput = {}
     for name, run in runs.items():
+        if name.startswith("onnx "):
+            continue  # the variants are reported beside parity, below
         peak = int8_peak if "int8" in name else fp32_peak
         throughput[name] = {
             "statements_per_s": len(texts) / run["seconds"],
@@ -288,20 +350,23 @@ def main(argv: list[str] | None = None) -> dict:
             "peak_used": "int8" if "int8" in name else "fp32",
         }
     labels = predictors["torch"].labels
-    variants = onnx_variants(ref.path, predictors["int8"], runs["torch_b32"]["probs"], texts, args.repeats, threads) \
-        if args.variants else None
-    par = parity(runs["torch_b32"]["probs"], runs["int8_b32"]["probs"], gold, labels)
+    fp32_probs = runs["torch_b32"]["probs"]
+    par = parity(fp32_probs, runs["int8_b32"]["probs"], gold, labels)
+    if "torch_dynamic_int8_b32" in runs:
+        par["torch_dynamic_int8"] = parity(fp32_probs, runs["torch_dynamic_int8_b32"]["probs"], gold, labels)
+    variants = {name[: -len("_b32")]: {"statements_per_s": len(texts) / run["seconds"],
+                                       **parity(fp32_probs, run["probs"], gold, labels)}
+                for name, run in runs.items() if name.startswith("onnx ")} or None
     batch_sensitivity = {  # dynamic quantisation scales activations per batch: batch-mates move a text's scores
         backend: float(np.abs(runs[f"{backend}_b1"]["probs"] - runs[f"{backend}_b32"]["probs"]).max())
         for backend in ("torch", "int8")}
-    if "torch_dynamic_int8_b32" in runs:
-        par["torch_dynamic_int8"] = parity(runs["torch_b32"]["probs"], runs["torch_dynamic_int8_b32"]["probs"], gold, labels)
 
     results = {
         "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": ref.name, "model_meta": {k: ref.meta.get(k) for k in ("base_model", "data_fingerprint", "max_length")},
         "data": source, "statements": len(texts), "labelled": gold is not None,
         "machine": {**info, "load_average_after": os.getloadavg(), "threads": threads},
+        "contention": {"gemm": gemm_contention, **contention},
         "int8_artefact": predictors["int8"].backend.info,
         "model_dims": dims,
         "tokens_per_statement": {"mean": float(tokens.mean()), "median": float(np.median(tokens)), "max": int(tokens.max())},
@@ -348,9 +413,9 @@ def torch_dynamic_predictor(fp32):
     return Predictor(backend=backend, name=fp32.name, temperature=fp32.temperature, meta=fp32.meta)
 
 
-def onnx_variants(ref_path: Path, int8, fp32_probs: np.ndarray, texts: list[str], repeats: int, threads: int) -> dict:
-    """The choices behind the shipped artefact, each timed at batch 32 through the same predictor:
-    fp32 ONNX (no quantisation), int8 or uint8 weights, per tensor or per output channel, and the
+def variant_contenders(ref_path: Path, int8, threads: int) -> dict:
+    """The choices behind the shipped artefact, as predictors to time beside it at batch 32: fp32
+    ONNX (no quantisation), int8 or uint8 weights, per tensor or per output channel, and the
     session's graph optimisation level."""
     import copy
     import tempfile
@@ -362,31 +427,34 @@ def onnx_variants(ref_path: Path, int8, fp32_probs: np.ndarray, texts: list[str]
     from training.export import export_fp32, load_for_export
 
     model, tokenizer = load_for_export(ref_path)
-    out = {}
+    contenders = {}
     with tempfile.TemporaryDirectory(prefix="kazstance-variants-") as tmp:
-        files = {"fp32 onnx": Path(tmp) / "fp32.onnx"}
-        export_fp32(model, tokenizer, files["fp32 onnx"])
+        fp32 = Path(tmp) / "fp32.onnx"
+        export_fp32(model, tokenizer, fp32)
+        files = {"onnx fp32": fp32}
         for weights, per_channel in ((QuantType.QInt8, True), (QuantType.QInt8, False), (QuantType.QUInt8, True),
                                      (QuantType.QUInt8, False)):
-            name = f"{'s8' if weights == QuantType.QInt8 else 'u8'} weights, per {'channel' if per_channel else 'tensor'}"
+            name = f"onnx {'s8' if weights == QuantType.QInt8 else 'u8'} per {'channel' if per_channel else 'tensor'}"
             files[name] = Path(tmp) / f"{len(files)}.onnx"
-            quantize_dynamic(files["fp32 onnx"], files[name], weight_type=weights, per_channel=per_channel)
-        runs = [(name, file, "all") for name, file in files.items()] + [("s8 weights, per channel", files["s8 weights, per channel"], "extended")]
-        for name, file, level in runs:
-            log(f"variant: {name}, {level} optimisation")
+            quantize_dynamic(fp32, files[name], weight_type=weights, per_channel=per_channel)
+        levels = [(name, "all") for name in files] + [("onnx s8 per channel", "extended"), ("onnx s8 per channel", "basic")]
+        for name, level in levels:
             backend = copy.copy(int8.backend)
-            backend.session = make_session(file, threads, level)
-            run = timed_pass(Predictor(backend=backend, name=int8.name, temperature=int8.temperature), texts, 32, repeats)
-            out[f"{name} ({level})"] = {"statements_per_s": len(texts) / run["seconds"],
-                                        **parity(fp32_probs, run["probs"], None, int8.labels)}
-    return out
+            backend.session = make_session(files[name], threads, level)  # loads the file: the folder may go
+            contenders[f"{name}, {level} optimisation"] = Predictor(backend=backend, name=int8.name,
+                                                                    temperature=int8.temperature)
+    return contenders
 
 
 def table(r: dict) -> str:
-    g = r["gemm"]
+    """The markdown summary for INFERENCE.md."""
+    g, p, c = r["gemm"], r["parity"], r["contention"]
     lines = [
-        f"Model `{r['model']}` on {r['statements']} statements ({r['data']}), {r['tokens_per_statement']['mean']:.1f} tokens "
-        f"and {r['gflop_per_statement']['mean']:.2f} GFLOP each; {r['machine']['cores']} cores of {r['machine']['cpu']}.",
+        f"Model `{r['model']}` on {r['statements']} statements ({r['data']}): {r['tokens_per_statement']['mean']:.1f} "
+        f"tokens and {r['gflop_per_statement']['mean']:.2f} GFLOP each; {r['machine']['threads']} threads on "
+        f"{r['machine']['cores']} cores of {r['machine']['cpu']}. Other jobs used {c['gemm']['others_cpu_share']:.0%}, "
+        f"{c['b32']['others_cpu_share']:.0%} and {c['b1']['others_cpu_share']:.0%} of the cores during the GEMM, "
+        "batch-32 and batch-1 phases.",
         "",
         f"Measured GEMM peak: fp32 {g['fp32']['peak'] / 1e9:.0f} GFLOP/s, int8 {g['int8']['peak'] / 1e9:.0f} GOP/s.",
         "",
@@ -397,16 +465,20 @@ def table(r: dict) -> str:
         backend, batch = name.rsplit("_b", 1)
         lines.append(f"| {backend} | {batch} | {t['statements_per_s']:.1f} | {t['useful_gflop_per_s']:.1f} | "
                      f"{t['peak_share']:.0%} of {t['peak_used']} |")
-    p = r["parity"]
     f1 = (f"macro-F1 fp32 {p['macro_f1_fp32']:.3f} / int8 {p['macro_f1_int8']:.3f} (delta {p['macro_f1_delta']:+.3f}); "
           if "macro_f1_delta" in p else "")
     lines += ["", f"int8 speedup at batch 32: {r['int8_speedup_b32']:.2f}x (batch 1: {r['int8_speedup_b1']:.2f}x). "
-              f"Parity: {f1}label agreement {p['label_agreement']:.1%}, largest probability difference {p['max_prob_diff']:.3f}."]
+              f"Parity at batch 32: {f1}label agreement {p['label_agreement']:.1%}, largest probability difference "
+              f"{p['max_prob_diff']:.3f}."]
     if r.get("onnx_variants_b32"):
-        lines += ["", "| ONNX Runtime variant (batch 32) | statements/s | label agreement with torch fp32 | largest probability difference |",
+        lines += ["", "| int8 recipe (batch 32, same pass) | statements/s | label agreement with fp32 | largest prob. diff |",
                   "|---|---|---|---|"]
+        rows = dict(r["onnx_variants_b32"])
+        if "torch_dynamic_int8_b32" in r["throughput"]:
+            rows["torch dynamic int8 (quantize_dynamic)"] = {
+                "statements_per_s": r["throughput"]["torch_dynamic_int8_b32"]["statements_per_s"], **p["torch_dynamic_int8"]}
         lines += [f"| {name} | {v['statements_per_s']:.1f} | {v['label_agreement']:.1%} | {v['max_prob_diff']:.3f} |"
-                  for name, v in r["onnx_variants_b32"].items()]
+                  for name, v in rows.items()]
     return "\n".join(lines)
 
 

@@ -341,6 +341,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-length", type=int, default=128, help="the naive peer's truncation (the model's)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "serve.json")
     args = parser.parse_args(argv)
+    # A SIGTERM (a timeout, a killed job) unwinds like Ctrl-C, so the servers in `with` blocks are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     concurrency = [int(c) for c in args.concurrency.split(",")]
     requests = [int(n) for n in args.requests.split(",")]

@@ -12,8 +12,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
+import aiohttp
 import bentoml
-from bentoml.exceptions import InvalidArgument
+from bentoml.exceptions import InvalidArgument, ServiceUnavailable
 from pydantic import AfterValidator, Field
 
 from kazstance.documents import aggregate
@@ -34,7 +35,11 @@ Text = Annotated[str, Field(max_length=settings.MAX_CHARS), AfterValidator(_not_
 Document = Annotated[str, Field(max_length=settings.MAX_DOCUMENT_CHARS), AfterValidator(_not_blank)]
 
 
-@bentoml.service(name="stance_model", workers=settings.WORKERS, traffic={"timeout": 120})
+# BentoML's inter-service client replaces its connection pool every `max_requests` calls (default
+# 100) or `max_age` seconds, dropping the calls in flight on it ("Server disconnected", a 500 under
+# concurrency). The pool is local and long-lived, so keep it for the life of the process.
+@bentoml.service(name="stance_model", workers=settings.WORKERS, traffic={"timeout": 120},
+                 runner_connection={"max_requests": 2**62, "max_age": 1e12})
 class StanceModel:
     model_ref = bentoml.models.BentoModel(settings.MODEL_TAG)
 
@@ -55,10 +60,19 @@ class KazStance:
     def __init__(self) -> None:
         self.metadata = model_metadata(settings.MODEL_TAG)
 
+    async def classify(self, texts: list[str]) -> list[dict]:
+        """Call the model service; a dropped connection is retried (classification is idempotent)."""
+        for _ in range(3):
+            try:
+                return await self.model.to_async.classify(texts)
+            except aiohttp.ClientConnectionError as err:
+                error = err
+        raise ServiceUnavailable(f"model service unreachable: {error}") from error
+
     @bentoml.api(route="/predict")
     async def predict(self, texts: Annotated[list[Text], Field(min_length=1, max_length=settings.MAX_TEXTS)]) -> dict:
         """Stance of each statement, in input order."""
-        predictions = await self.model.to_async.classify(texts)
+        predictions = await self.classify(texts)
         return {"model": self.metadata["model"], "predictions": predictions}
 
     @bentoml.api(route="/predict_document")
@@ -67,7 +81,7 @@ class KazStance:
         sentences = split_sentences(text)
         if len(sentences) > settings.MAX_SENTENCES:
             raise InvalidArgument(f"text has {len(sentences)} sentences; the limit is {settings.MAX_SENTENCES}")
-        predictions = [Prediction(**p) for p in await self.model.to_async.classify(sentences)]
+        predictions = [Prediction(**p) for p in await self.classify(sentences)]
         label, scores, evidence = aggregate(predictions, tuple(self.metadata["labels"]))
         return {
             "model": self.metadata["model"],

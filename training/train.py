@@ -39,7 +39,7 @@ def main(config: TrainConfig) -> Path:
     d = config.data
     splits = {name: read_labelled(path, LABELS, d.text_field, d.label_field)
               for name, path in (("train", d.train), ("validation", d.validation), ("test", d.test))}
-    print(f"data: " + ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
+    print("data: " + ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
 
     # 2-4. Fit the model and write its inference files into run_dir.
     if config.model.kind == "tfidf":

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
+from bento_server import running_service
 from conftest import SAMPLE_TEXTS
 from kazstance.predictor import Predictor
 from score_data import read_rows, write
 from serving.score import score_files
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -34,38 +26,8 @@ def exported_dir(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def int8_server(exported_dir, bentoml_home):
-    from training.registry import register
-
-    meta = json.loads((exported_dir / "kazstance.json").read_text())
-    tag = register(exported_dir, {"run_name": "tiny-int8", "kind": "transformer", **meta})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "KAZSTANCE_MODEL": tag, "KAZSTANCE_BACKEND": "int8",
-           "KAZSTANCE_THREADS": "1", "BENTOML_DO_NOT_TRACK": "True"}
-    log_path = bentoml_home / f"serve-int8-{port}.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:KazStance",
-                                 "--host", "127.0.0.1", "--port", str(port)], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + 120
-            while not _ready(url):
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"int8 server did not start: {log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield {"url": url, "tag": tag}
-        finally:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=30)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    with running_service(exported_dir, bentoml_home, "tiny-int8", KAZSTANCE_BACKEND="int8") as running:
+        yield running
 
 
 def test_the_service_answers_with_the_int8_predictor(int8_server, exported_dir):

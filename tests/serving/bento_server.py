@@ -1,0 +1,64 @@
+"""Starting and stopping the real BentoML service for tests, with a model registered by tag."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextlib.contextmanager
+def running_service(model_dir: Path, bentoml_home: Path, run_name: str, **env: str) -> Iterator[dict]:
+    """Register `model_dir`, serve it on a free port, yield {"url", "tag"}, always stop the server."""
+    from training.registry import register
+
+    meta = json.loads((model_dir / "kazstance.json").read_text())
+    tag = register(model_dir, {"run_name": run_name, "kind": "transformer", **meta})
+    port = free_port()
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "KAZSTANCE_MODEL": tag, "KAZSTANCE_THREADS": "1",
+           "BENTOML_DO_NOT_TRACK": "True", **env}
+    log_path = bentoml_home / f"serve-{run_name}-{port}.log"
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:KazStance", "--host",
+                                 "127.0.0.1", "--port", str(port)], cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.time() + 180
+            while not ready(url):
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"server did not start: {log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield {"url": url, "tag": tag}
+        finally:
+            # SIGTERM lets BentoML stop its workers; a loaded machine may need longer, then SIGKILL.
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
