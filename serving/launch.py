@@ -7,7 +7,6 @@ A model folder is first registered in the store (the service loads models by tag
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -32,5 +31,6 @@ def serve_forever(model: str, host: str, port: int, backend: str, workers: int, 
         env["KAZSTANCE_THREADS"] = str(threads)
     os.environ.update(env)
     print(f"serving {tag} ({backend}) on http://{host}:{port}", file=sys.stderr)
-    bentoml_cli = shutil.which("bentoml") or "bentoml"
-    os.execv(bentoml_cli, [bentoml_cli, "serve", "serving.service:KazStance", "--host", host, "--port", str(port)])
+    # `python -m bentoml` from this interpreter: the venv's bin folder need not be on PATH.
+    os.execv(sys.executable, [sys.executable, "-m", "bentoml", "serve", "serving.service:KazStance",
+                              "--host", host, "--port", str(port)])
