@@ -4,15 +4,14 @@ It owns the numbers in `benchmarks/results/inference.json` and the table in `ben
 The recipe, top to bottom:
 
 1. the machine: CPU model, cores, AVX-512 VNNI flag, library versions, load average before and after;
-2. GEMM peaks: large square matrix products, best of several, fp32 with torch (oneDNN/MKL) and
-   ONNX Runtime (MLAS), int8 (u8 x s8 -> s32) with ONNX Runtime's MatMulInteger and torch._int_mm;
-   the peak is the best library's best; then the same libraries on the model's own GEMM shapes at
-   batch 32, the ceiling a transformer of this width can reach here;
+2. GEMM peaks: square matrix products and the model's own GEMM shapes at batch 32, best of
+   several runs, fp32 with torch (oneDNN/MKL) and ONNX Runtime (MLAS), int8 (u8 x s8 -> s32) with
+   ONNX Runtime's MatMulInteger and torch._int_mm; a precision's peak is its best rate anywhere;
 3. statements: the test split (or the raw data before splits exist), cleaned as the predictor does;
 4. FLOPs per statement from the model's dimensions and each statement's token count (useful work,
    no padding): linear layers 2*n*(4H^2 + 2*H*FF) per layer, attention 4*n^2*H per layer, head;
 5. throughput: `Predictor.load(model, backend=...)` at batch 1 and 32, batched as the predictor
-   batches (length-sorted). Each batch runs `--repeats` times and its fastest run counts: other
+   batches (sorted by token count). Each batch runs `--repeats` times and its fastest run counts: other
    work shares these cores, and the fastest run is the least disturbed (the median is kept too);
 6. parity: fp32 and int8 probabilities at batch 32 on the same statements: macro-F1 of each against
    the file's labels, label agreement, largest probability difference;
@@ -123,19 +122,15 @@ def gemm_rate(m: int, k: int, n: int, lib: str, int8: bool, threads: int, repeat
 
 
 def gemm_peaks(threads: int, repeats: int, model_shapes: list[tuple[int, int, int]]) -> dict:
-    sizes = (1024, 2048, 3072)
-    out: dict = {"square_sizes": list(sizes), "fp32": {}, "int8": {}, "model_shapes": {}}
+    """Rates of square GEMMs and of the model's own shapes, per precision and library; the peak of
+    a precision is its best rate anywhere (with other jobs about, some runs miss a quiet moment)."""
+    shapes = {**{f"{s}x{s}x{s}": (s, s, s) for s in (1024, 2048)}, **{f"{m}x{k}x{n} (model)": (m, k, n)
+                                                                     for m, k, n in model_shapes}}
+    out: dict = {}
     for kind, int8 in (("fp32", False), ("int8", True)):
-        for lib in ("torch", "onnxruntime"):
-            rates = [gemm_rate(s, s, s, lib, int8, threads, repeats) for s in sizes]
-            out[kind][lib] = {str(s): r for s, r in zip(sizes, rates)}
+        out[kind] = {lib: {name: gemm_rate(*shape, lib, int8, threads, repeats) for name, shape in shapes.items()}
+                     for lib in ("torch", "onnxruntime")}
         out[kind]["peak"] = max(r for lib in ("torch", "onnxruntime") for r in out[kind][lib].values() if r)
-    for m, k, n in model_shapes:
-        out["model_shapes"][f"{m}x{k}x{n}"] = {
-            "fp32_torch": gemm_rate(m, k, n, "torch", False, threads, repeats),
-            "fp32_onnxruntime": gemm_rate(m, k, n, "onnxruntime", False, threads, repeats),
-            "int8_onnxruntime": gemm_rate(m, k, n, "onnxruntime", True, threads, repeats),
-        }
     return out
 
 
@@ -211,8 +206,9 @@ def wait_for_quiet(max_wait_s: float, threshold: float = 0.15, sample_s: float =
     return round(time.perf_counter() - start, 1)
 
 
-def timed_passes(contenders: dict, texts: list[str], batch_size: int, repeats: int) -> dict[str, dict]:
-    """Every text through every contender, batched as the predictor batches (length-sorted).
+def timed_passes(contenders: dict, texts: list[str], tokens: np.ndarray, batch_size: int,
+                 repeats: int) -> dict[str, dict]:
+    """Every text through every contender, batched as the predictor batches (sorted by token count).
 
     Batch by batch, each contender runs the batch `repeats` times in turn: when other jobs come
     and go, they slow all contenders alike instead of whichever ran at the time. Per contender:
@@ -227,7 +223,7 @@ def timed_passes(contenders: dict, texts: list[str], batch_size: int, repeats: i
         predictor.predict_proba(texts[:batch_size])  # warm-up: allocation, thread pools
         out[name] = {"probs": np.zeros((len(texts), len(predictor.labels)), dtype=np.float32),
                      "seconds": 0.0, "seconds_median": 0.0}
-    for batch in length_batches([len(t) for t in texts], batch_size):
+    for batch in length_batches(list(tokens), batch_size):
         chunk = [texts[i] for i in batch]
         for name, predictor in contenders.items():
             times = []
@@ -274,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N statements")
     parser.add_argument("--export", action="store_true", help="run `kazstance export` on the model first")
     parser.add_argument("--torch-dynamic", action="store_true",
-                        help="also time torch dynamic int8 quantisation (the alternative int8 path) at batch 32")
+                        help="also time torch dynamic int8 quantisation (the alternative int8 path)")
     parser.add_argument("--variants", action="store_true",
                         help="also time the ONNX Runtime quantisation choices (s8/u8, per channel/tensor, optimisation level)")
     parser.add_argument("--wait-quiet", type=float, default=0,
@@ -305,9 +301,10 @@ def main(argv: list[str] | None = None) -> dict:
     tokens = np.array([len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]])
     linear, attention = statement_flops(tokens, dims)
     flops = linear + attention
-    char_keys = [len(t) for t in texts]
-    padding = {str(b): float(padded_tokens(tokens, char_keys, b) / tokens.sum()) for b in (1, 32)}
-    padding["32_if_sorted_by_tokens"] = float(padded_tokens(tokens, list(tokens), 32) / tokens.sum())
+    # Computed tokens per useful token, as the predictor batches (by token count), and as it did
+    # before (by characters).
+    padding = {str(b): float(padded_tokens(tokens, list(tokens), b) / tokens.sum()) for b in (1, 32)}
+    padding["32_if_sorted_by_characters"] = float(padded_tokens(tokens, [len(t) for t in texts], 32) / tokens.sum())
     log(f"{len(texts)} statements from {source}; {tokens.mean():.1f} tokens and {flops.mean() / 1e9:.2f} GFLOP each")
 
     # The model's GEMM shapes at batch 32: rows = 32 statements x the mean padded length.
@@ -320,22 +317,27 @@ def main(argv: list[str] | None = None) -> dict:
     gemm_contention = {"others_cpu_share": c.others_share, "waited_for_quiet_s": waited}
     fp32_peak, int8_peak = gemm["fp32"]["peak"], gemm["int8"]["peak"]
 
-    # Batch 32: fp32 and int8 (and the alternatives asked for) interleaved batch by batch; then batch 1.
-    contenders = dict(predictors)
+    # Three phases, contenders interleaved batch by batch inside each: fp32 and int8 (and torch's
+    # int8) at batch 32 and at batch 1, and the ONNX Runtime recipes apart, so that a dozen idle
+    # thread pools and models in memory do not weigh on the headline numbers.
+    main_group = dict(predictors)
     if args.torch_dynamic:
-        contenders["torch_dynamic_int8"] = torch_dynamic_predictor(predictors["torch"])
-    if args.variants:
-        log("building the ONNX Runtime variants")
-        contenders.update(variant_contenders(ref.path, predictors["int8"], threads))
+        main_group["torch_dynamic_int8"] = torch_dynamic_predictor(predictors["torch"])
+        main_group["torch_dynamic_int8_per_channel"] = torch_dynamic_predictor(predictors["torch"], per_channel=True)
+    phases = [("b32", 32, lambda: main_group),
+              ("b1", 1, lambda: {k: v for k, v in main_group.items() if not k.endswith("per_channel")})]
+    if args.variants:  # built when their phase comes, so they are not in memory before
+        phases.append(("b32_variants", 32, lambda: variant_contenders(ref.path, predictors["int8"], threads)))
     contention = {}
     runs: dict[str, dict] = {}
-    for batch_size, group in ((32, contenders), (1, predictors)):
+    for phase, batch_size, make_group in phases:
+        group = make_group()
         waited = wait_for_quiet(args.wait_quiet) if args.wait_quiet else 0.0
         log(f"batch {batch_size}: {', '.join(group)}")
         with Contention() as c:
-            for name, run in timed_passes(group, texts, batch_size, args.repeats).items():
+            for name, run in timed_passes(group, texts, tokens, batch_size, args.repeats).items():
                 runs[f"{name}_b{batch_size}"] = run
-        contention[f"b{batch_size}"] = {"others_cpu_share": c.others_share, "waited_for_quiet_s": waited}
+        contention[phase] = {"others_cpu_share": c.others_share, "waited_for_quiet_s": waited}
 
     throughput = {}
     for name, run in runs.items():
@@ -352,8 +354,9 @@ def main(argv: list[str] | None = None) -> dict:
     labels = predictors["torch"].labels
     fp32_probs = runs["torch_b32"]["probs"]
     par = parity(fp32_probs, runs["int8_b32"]["probs"], gold, labels)
-    if "torch_dynamic_int8_b32" in runs:
-        par["torch_dynamic_int8"] = parity(fp32_probs, runs["torch_dynamic_int8_b32"]["probs"], gold, labels)
+    for name in ("torch_dynamic_int8", "torch_dynamic_int8_per_channel"):
+        if f"{name}_b32" in runs:
+            par[name] = parity(fp32_probs, runs[f"{name}_b32"]["probs"], gold, labels)
     variants = {name[: -len("_b32")]: {"statements_per_s": len(texts) / run["seconds"],
                                        **parity(fp32_probs, run["probs"], gold, labels)}
                 for name, run in runs.items() if name.startswith("onnx ")} or None
@@ -399,30 +402,32 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
-def torch_dynamic_predictor(fp32):
-    """The alternative int8 path, for comparison only: torch dynamic quantisation of every Linear (fbgemm/oneDNN)."""
+def torch_dynamic_predictor(fp32, per_channel: bool = False):
+    """The alternative int8 path, for comparison: torch dynamic quantisation of every Linear
+    (int8 weights per tensor by default, or per output channel), quantised at load time."""
     import copy
 
     import torch
+    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
 
     from kazstance.predictor import Predictor
 
     backend = copy.copy(fp32.backend)
-    backend.model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32.backend.model), {torch.nn.Linear},
-                                                           dtype=torch.qint8)
+    qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+    backend.model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32.backend.model), {torch.nn.Linear: qconfig})
     return Predictor(backend=backend, name=fp32.name, temperature=fp32.temperature, meta=fp32.meta)
 
 
 def variant_contenders(ref_path: Path, int8, threads: int) -> dict:
     """The choices behind the shipped artefact, as predictors to time beside it at batch 32: fp32
-    ONNX (no quantisation), int8 or uint8 weights, per tensor or per output channel, and the
-    session's graph optimisation level."""
+    ONNX (no quantisation), int8 or uint8 weights, per tensor or per output channel, the session's
+    graph optimisation level and the SkipLayerNormalization fusion the backend turns off."""
     import copy
     import tempfile
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from kazstance.int8 import make_session
+    from kazstance.int8 import SLOW_FUSIONS, make_session
     from kazstance.predictor import Predictor
     from training.export import export_fp32, load_for_export
 
@@ -437,12 +442,17 @@ def variant_contenders(ref_path: Path, int8, threads: int) -> dict:
             name = f"onnx {'s8' if weights == QuantType.QInt8 else 'u8'} per {'channel' if per_channel else 'tensor'}"
             files[name] = Path(tmp) / f"{len(files)}.onnx"
             quantize_dynamic(fp32, files[name], weight_type=weights, per_channel=per_channel)
-        levels = [(name, "all") for name in files] + [("onnx s8 per channel", "extended"), ("onnx s8 per channel", "basic")]
-        for name, level in levels:
+        shipped = "onnx s8 per channel"
+        sessions = {f"{name}, all optimisation": (files[name], "all", SLOW_FUSIONS) for name in files}
+        sessions.update({f"{shipped}, all optimisation incl. SkipLayerNorm fusion": (files[shipped], "all", ()),
+                         f"{shipped}, extended optimisation": (files[shipped], "extended", SLOW_FUSIONS),
+                         f"{shipped}, basic optimisation": (files[shipped], "basic", SLOW_FUSIONS)})
+        for name, (file, level, disabled) in sessions.items():
             backend = copy.copy(int8.backend)
-            backend.session = make_session(files[name], threads, level)  # loads the file: the folder may go
-            contenders[f"{name}, {level} optimisation"] = Predictor(backend=backend, name=int8.name,
-                                                                    temperature=int8.temperature)
+            backend.session = make_session(file, threads, level, disabled)  # loads the file: the folder may go
+            backend.slice_session = make_session(file, 1, level, disabled) if threads > 1 else backend.session
+            backend._pool = None
+            contenders[name] = Predictor(backend=backend, name=int8.name, temperature=int8.temperature)
     return contenders
 
 
@@ -452,9 +462,8 @@ def table(r: dict) -> str:
     lines = [
         f"Model `{r['model']}` on {r['statements']} statements ({r['data']}): {r['tokens_per_statement']['mean']:.1f} "
         f"tokens and {r['gflop_per_statement']['mean']:.2f} GFLOP each; {r['machine']['threads']} threads on "
-        f"{r['machine']['cores']} cores of {r['machine']['cpu']}. Other jobs used {c['gemm']['others_cpu_share']:.0%}, "
-        f"{c['b32']['others_cpu_share']:.0%} and {c['b1']['others_cpu_share']:.0%} of the cores during the GEMM, "
-        "batch-32 and batch-1 phases.",
+        f"{r['machine']['cores']} cores of {r['machine']['cpu']}. Other jobs used "
+        + ", ".join(f"{v['others_cpu_share']:.0%} ({phase})" for phase, v in c.items()) + " of the cores.",
         "",
         f"Measured GEMM peak: fp32 {g['fp32']['peak'] / 1e9:.0f} GFLOP/s, int8 {g['int8']['peak'] / 1e9:.0f} GOP/s.",
         "",
@@ -471,12 +480,14 @@ def table(r: dict) -> str:
               f"Parity at batch 32: {f1}label agreement {p['label_agreement']:.1%}, largest probability difference "
               f"{p['max_prob_diff']:.3f}."]
     if r.get("onnx_variants_b32"):
-        lines += ["", "| int8 recipe (batch 32, same pass) | statements/s | label agreement with fp32 | largest prob. diff |",
+        lines += ["", "| int8 recipe, batch 32 | statements/s | label agreement with fp32 | largest prob. diff |",
                   "|---|---|---|---|"]
-        rows = dict(r["onnx_variants_b32"])
-        if "torch_dynamic_int8_b32" in r["throughput"]:
-            rows["torch dynamic int8 (quantize_dynamic)"] = {
-                "statements_per_s": r["throughput"]["torch_dynamic_int8_b32"]["statements_per_s"], **p["torch_dynamic_int8"]}
+        rows = {"shipped int8 (main pass)": {"statements_per_s": r["throughput"]["int8_b32"]["statements_per_s"], **p}}
+        for name, label in (("torch_dynamic_int8", "torch quantize_dynamic, per tensor (main pass)"),
+                            ("torch_dynamic_int8_per_channel", "torch quantize_dynamic, per channel (main pass)")):
+            if f"{name}_b32" in r["throughput"]:
+                rows[label] = {"statements_per_s": r["throughput"][f"{name}_b32"]["statements_per_s"], **p[name]}
+        rows.update({f"{name} (variants pass)": v for name, v in r["onnx_variants_b32"].items()})
         lines += [f"| {name} | {v['statements_per_s']:.1f} | {v['label_agreement']:.1%} | {v['max_prob_diff']:.3f} |"
                   for name, v in rows.items()]
     return "\n".join(lines)

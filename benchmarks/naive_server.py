@@ -6,8 +6,9 @@ in front of one shared `pipeline("text-classification")` on the same model folde
 serves, with torch's intra-op threads set to the number of cores. Concurrent requests run their
 pipeline calls concurrently, each on its own, as such a server does; `--serialize` instead puts
 the calls behind one lock, the other obvious way to write it, so the benchmark can report against
-both (the headline `speedup_vs_naive_c32` is against the first, the issue's peer). It speaks the service's protocol — `POST /predict {"texts": [...]}`,
-`GET /readyz` — so the same load generator drives both.
+both (the headline `speedup_vs_naive_c32` is against the first, the issue's peer). It speaks the
+service's protocol — `POST /predict {"texts": [...]}`, `GET /readyz` — so one load generator
+drives both.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -378,14 +379,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     servers = [] if args.skip_service else [service_server(tag, args, work, bentoml_home)]
     servers += [naive_server(model_dir, serialize, args, work) for serialize in peers]
-    for server, settings in servers:
-        with server:
-            settings["ready_after_s"] = round(server.wait_ready(timeout_s=600), 1)
-            if server.name == "kazstance":  # the limits the running service reports, not what we meant to set
-                settings["limits"] = httpx.get(f"{server.url}/metadata", timeout=10).json()["limits"]
-            print(f"{server.name} ready in {settings['ready_after_s']} s", flush=True)
-            results["services"][server.name] = {"settings": settings, "runs": measure(server, texts_file, levels,
-                                                                                      args, work)}
+    try:
+        for server, settings in servers:
+            with server:
+                settings["ready_after_s"] = round(server.wait_ready(timeout_s=600), 1)
+                if server.name == "kazstance":  # the limits the running service reports, not what we meant
+                    settings["limits"] = httpx.get(f"{server.url}/metadata", timeout=10).json()["limits"]
+                print(f"{server.name} ready in {settings['ready_after_s']} s", flush=True)
+                results["services"][server.name] = {"settings": settings,
+                                                    "runs": measure(server, texts_file, levels, args, work)}
+    finally:
+        if bentoml_home:  # the private store holds a copy of the weights (~0.5 GB); the logs stay
+            shutil.rmtree(bentoml_home, ignore_errors=True)
 
     results["speedup_vs_naive_c32"] = speedup(results, "naive")
     if "naive_serialized" in results["services"]:

@@ -23,22 +23,42 @@ TFIDF_FILES = ("tfidf.json", "tfidf.safetensors")
 class Backend(Protocol):
     labels: tuple[str, ...]
 
+    def lengths(self, texts: list[str]) -> list[int]:
+        """What a batch of these texts costs to pad to: the predictor sorts by it."""
+        ...
+
     def logits(self, texts: list[str]) -> np.ndarray: ...
 
 
+def token_counts(tokenizer, texts: list[str], max_length: int) -> list[int]:
+    """Tokens per text after truncation. Sorting batches by these, not by characters, cut the
+    padding computed at batch 32 from 34% to 14% on the test split (one script's characters
+    are not another's tokens); tokenising twice costs about 0.1 ms a text."""
+    return [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+
+
 class TorchBackend:
-    """fp32 transformers model; tokenises each batch to its own longest length."""
+    """fp32 transformers model; tokenises each batch to its own longest length and, for BERT
+    models, computes the linear layers on the real tokens only (`kazstance/unpadded.py`)."""
 
     def __init__(self, path: Path, max_length: int):
+        from .unpadded import unpadded_or_none
+
         self.model, self.tokenizer = load_transformer(path)
         self.max_length = max_length
+        self.unpadded = unpadded_or_none(self.model, self.tokenizer)  # None: the library's forward
         self.labels = tuple(self.model.config.id2label[i] for i in range(self.model.config.num_labels))
+
+    def lengths(self, texts: list[str]) -> list[int]:
+        return token_counts(self.tokenizer, texts, self.max_length)
 
     def logits(self, texts: list[str]) -> np.ndarray:
         import torch
 
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         with torch.inference_mode():
+            if self.unpadded is not None:
+                return self.unpadded(self.model, enc["input_ids"], enc["attention_mask"]).float().numpy()
             return self.model(**enc).logits.float().numpy()
 
 
@@ -55,6 +75,9 @@ class TfidfBackend:
         self.vectorizer.idf_ = arrays["idf"]
         self.coef, self.intercept = arrays["coef"], arrays["intercept"]
         self.labels = tuple(spec["id2label"][str(i)] for i in range(len(spec["id2label"])))
+
+    def lengths(self, texts: list[str]) -> list[int]:
+        return [len(t) for t in texts]  # no padding here: any order will do
 
     def logits(self, texts: list[str]) -> np.ndarray:
         features = self.vectorizer.transform(texts)

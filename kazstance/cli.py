@@ -146,18 +146,22 @@ def serve(model: str = typer.Option("kazstance:latest", help="BentoML tag or mod
 
 @app.command()
 def export(model: str = typer.Option("kazstance:latest", help=MODEL_HELP),
-           format_: str = typer.Option("onnx-int8", "--format", help="Artefact format (onnx-int8: for --backend int8).")) -> None:
+           format_: str = typer.Option("onnx-int8", "--format", help="Artefact format (onnx-int8: for --backend int8)."),
+           calibration: Optional[Path] = typer.Option(
+               None, help="JSONL statements on which to find the layers int8 would hurt (default: data/train.jsonl if present).")) -> None:
     """Write the int8 ONNX model beside a model folder, or into a new BentoML version of a tag."""
     from kazstance.modeling import ModelNotFound
     from training.export import ExportError, export_model
 
     try:
-        result = export_model(model, format_)
+        result = export_model(model, format_, calibration=calibration)
     except (ModelNotFound, ExportError) as err:
         fail(str(err))
     where = f"new model version {result.tag}" if result.tag else str(result.path)
     error = result.info["probe_max_logit_error"]["int8"]
-    console.print(f"int8 model written to {where} (largest logit change on the probe texts: {error:.3g})")
+    kept = result.info["quantisation"]["fp32_layers"]
+    console.print(f"int8 model written to {where} (largest logit change on the probe texts: {error:.3g}; "
+                  f"{len(kept)} linear layers kept in fp32: {', '.join(kept)})")
 
 
 if __name__ == "__main__":

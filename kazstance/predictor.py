@@ -2,8 +2,8 @@
 
 `Predictor.load("kazstance:latest").predict(texts)` returns one `Prediction` per text, in input
 order, with calibrated probabilities (temperature scaling fitted on validation at training
-time). Texts are batched by length — sorted inside a window, order restored after — so a batch
-computes little padding.
+time). Texts are batched by token count — sorted inside a window, order restored after — so a
+batch computes little padding.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Predictor:
             if not text:
                 raise ValueError(f"text {i} is empty")
         out = np.zeros((len(cleaned), len(self.labels)), dtype=np.float32)
-        for batch in length_batches([len(t) for t in cleaned], self.batch_size):
+        for batch in length_batches(self.backend.lengths(cleaned), self.batch_size):
             out[batch] = self.backend.logits([cleaned[i] for i in batch])
         return out
 

@@ -53,6 +53,16 @@ def test_int8_gives_fp32_labels_and_probabilities_within_tolerance(exported_dir)
     assert (int8.argmax(1) == fp32.argmax(1))[decided].all()
 
 
+def test_a_batch_shared_between_threads_scores_each_slice_as_if_run_alone(exported_dir):
+    from kazstance.int8 import MIN_SLICE
+
+    texts = (TEXTS * 2)[: 2 * MIN_SLICE + 1]  # enough for two slices: 4 and 5 texts
+    sliced = Predictor.load(exported_dir, backend="int8", threads=2).backend
+    alone = Predictor.load(exported_dir, backend="int8", threads=1).backend
+    expected = np.vstack([alone.logits(texts[:MIN_SLICE]), alone.logits(texts[MIN_SLICE:])])
+    np.testing.assert_allclose(sliced.logits(texts), expected, atol=1e-5)
+
+
 def test_int8_labels_come_from_the_model_config(exported_dir):
     predictor = Predictor.load(exported_dir, backend="int8")
     assert predictor.labels == ("support", "oppose", "neutral")

@@ -21,6 +21,38 @@ def test_length_batches_sort_only_inside_a_window():
     assert batches == [[1], [0], [2], [3]]
 
 
+class CostBackend:
+    """Says each text costs its number of words, records the batches it is given, and scores a
+    text by its own length (so a misplaced row shows)."""
+
+    labels = ("a", "b")
+
+    def __init__(self):
+        self.batches: list[list[str]] = []
+
+    def lengths(self, texts):
+        return [len(t.split()) for t in texts]
+
+    def logits(self, texts):
+        self.batches.append(list(texts))
+        return np.array([[len(t), 0.0] for t in texts], dtype=np.float32)
+
+
+def test_batches_group_texts_by_the_backends_cost_not_by_characters():
+    texts = ["a b c d", "xxxxxxxxxxxxxxxxxxxx", "e f g h", "yyyyyyyyyyyyyyyyyyyy"]  # long-in-chars texts are 1 word
+    backend = CostBackend()
+    logits = Predictor(backend=backend, name="cost:test", batch_size=2).logits(texts)
+    assert sorted(map(sorted, backend.batches)) == [["a b c d", "e f g h"], sorted(texts[1::2])]
+    assert logits[:, 0].tolist() == [len(t) for t in texts]  # input order restored
+
+
+def test_transformer_backends_count_tokens_after_truncation(tiny_model_dir):
+    backend = Predictor.from_dir(tiny_model_dir).backend
+    backend.max_length = 8
+    short = "TikTok"
+    assert backend.lengths([short, "x " * 300]) == [len(backend.tokenizer(short)["input_ids"]), 8]
+
+
 def test_predictions_come_back_in_input_order(tiny_model_dir):
     predictor = Predictor.from_dir(tiny_model_dir, batch_size=2)
     one_by_one = np.vstack([predictor.predict_proba([t]) for t in TEXTS])

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -72,3 +73,19 @@ def test_the_cli_reports_a_missing_model_without_a_traceback(tmp_path):
     result = CliRunner().invoke(app, ["export", "--model", str(tmp_path / "nowhere")])
     assert result.exit_code == 2
     assert "error" in result.output
+
+
+def test_layers_int8_would_hurt_stay_fp32_in_the_artefact(model_copy, tmp_path, monkeypatch):
+    import training.int8_plan as plan
+
+    calibration = tmp_path / "calibration.jsonl"
+    calibration.write_text("".join(json.dumps({"text": t}) + "\n" for t in SAMPLE_TEXTS), encoding="utf-8")
+    monkeypatch.setattr(plan, "OUTLIER_ERROR", -1.0)  # every layer counts as hurt ...
+    monkeypatch.setattr(plan, "OUTLIER_FACTOR", 1e9)  # ... and none has a channel to split off: nothing is quantised  # every layer counts as hurt: nothing is quantised
+    info = export_model(model_copy, calibration=calibration).info["quantisation"]
+    token_level = set(info["activation_errors"])
+    assert {"bert.pooler.dense", "classifier"} | token_level == set(info["fp32_layers"])
+    assert info["calibration_texts"] == len(SAMPLE_TEXTS)
+    fp32 = Predictor.load(model_copy).predict_proba(SAMPLE_TEXTS)
+    all_fp32 = Predictor.load(model_copy, backend="int8").predict_proba(SAMPLE_TEXTS)
+    np.testing.assert_allclose(all_fp32, fp32, atol=1e-4)  # the fp32 graph through the int8 path
