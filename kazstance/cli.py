@@ -148,13 +148,15 @@ def serve(model: str = typer.Option("kazstance:latest", help="BentoML tag or mod
 def export(model: str = typer.Option("kazstance:latest", help=MODEL_HELP),
            format_: str = typer.Option("onnx-int8", "--format", help="Artefact format (onnx-int8: for --backend int8)."),
            calibration: Optional[Path] = typer.Option(
-               None, help="JSONL statements on which to find the layers int8 would hurt (default: data/train.jsonl if present).")) -> None:
+               None, help="JSONL statements on which to find the layers int8 would hurt (default: data/train.jsonl if present)."),
+           validation: Optional[Path] = typer.Option(
+               None, help="Labelled JSONL to fit the int8 model's temperature on (default: data/validation.jsonl if present).")) -> None:
     """Write the int8 ONNX model beside a model folder, or into a new BentoML version of a tag."""
     from kazstance.modeling import ModelNotFound
     from training.export import ExportError, export_model
 
     try:
-        result = export_model(model, format_, calibration=calibration)
+        result = export_model(model, format_, calibration=calibration, validation=validation)
     except (ModelNotFound, ExportError) as err:
         fail(str(err))
     where = f"new model version {result.tag}" if result.tag else str(result.path)

@@ -73,8 +73,9 @@ class Predictor:
         set_threads(threads)
         meta = ref.meta
         impl = open_backend(ref.path, backend, int(meta.get("max_length", 256)))
-        return cls(backend=impl, name=ref.name, temperature=float(meta.get("temperature", 1.0)), meta=meta,
-                   batch_size=batch_size)
+        # The int8 artefact may carry a temperature fitted on its own logits (`kazstance export`).
+        temperature = getattr(impl, "info", {}).get("temperature", meta.get("temperature", 1.0))
+        return cls(backend=impl, name=ref.name, temperature=float(temperature), meta=meta, batch_size=batch_size)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Raw (uncalibrated) logits, shape [len(texts), len(self.labels)], in input order."""
