@@ -25,6 +25,7 @@ def model_metadata(tag: str) -> dict:
     """What /metadata reports, read from the model's store entry (no weights loaded)."""
     import bentoml
 
+    from kazstance.int8 import SIDECAR
     from kazstance.modeling import read_meta
 
     model = bentoml.models.get(tag)
@@ -34,13 +35,17 @@ def model_metadata(tag: str) -> dict:
         id2label = json.loads(config_path.read_text(encoding="utf-8"))["id2label"]
     else:  # the TF-IDF baseline keeps its labels beside its vocabulary
         id2label = json.loads((Path(model.path) / "tfidf.json").read_text(encoding="utf-8"))["id2label"]
+    temperature = meta.get("temperature")
+    sidecar = Path(model.path) / SIDECAR
+    if settings.BACKEND == "int8" and sidecar.is_file():  # the int8 artefact may be calibrated on its own
+        temperature = json.loads(sidecar.read_text(encoding="utf-8")).get("temperature", temperature)
     return {
         "model": str(model.tag),
         "base_model": meta.get("base_model"),
         "labels": [id2label[str(i)] for i in range(len(id2label))],
         "data_fingerprint": meta.get("data_fingerprint"),
         "metrics": meta.get("metrics", {}),
-        "temperature": meta.get("temperature"),
+        "temperature": temperature,
         "backend": settings.BACKEND,
         "limits": settings.limits(),
     }

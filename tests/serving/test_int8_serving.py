@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import httpx
@@ -20,7 +21,11 @@ def exported_dir(tiny_model_dir, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("int8-serving") / "model"
     shutil.copytree(tiny_model_dir, folder)
-    export_model(folder)
+    validation = folder.parent / "validation.jsonl"  # int8 gets a temperature of its own from it
+    labels = ["support", "oppose", "neutral", "oppose", "support", "neutral", "oppose", "support"]
+    validation.write_text("".join(json.dumps({"text": t, "label": label}) + "\n"
+                                  for t, label in zip(SAMPLE_TEXTS, labels)), encoding="utf-8")
+    export_model(folder, validation=validation)
     return folder
 
 
@@ -39,6 +44,14 @@ def test_the_service_answers_with_the_int8_predictor(int8_server, exported_dir):
     assert [p["label"] for p in body["predictions"]] == [p.label for p in expected]
     for got, want in zip(body["predictions"], expected):
         assert got["scores"] == pytest.approx(want.scores, abs=1e-4)
+
+
+def test_metadata_reports_the_backend_and_the_temperature_it_serves_with(int8_server, exported_dir):
+    from kazstance.int8 import SIDECAR
+
+    body = httpx.get(f"{int8_server['url']}/metadata", timeout=30).json()
+    assert body["backend"] == "int8"
+    assert body["temperature"] == pytest.approx(json.loads((exported_dir / SIDECAR).read_text())["temperature"])
 
 
 def test_the_scorer_runs_on_the_int8_backend(exported_dir, tmp_path):
