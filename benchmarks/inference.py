@@ -296,9 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     texts, gold, source = load_statements(args.data, args.limit)
     predictors = {backend: Predictor.load(model, backend=backend, threads=threads) for backend in ("torch", "int8")}
-    tokenizer = predictors["torch"].backend.tokenizer
-    max_length = int(ref.meta.get("max_length", 256))
-    tokens = np.array([len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]])
+    tokens = np.array(predictors["torch"].backend.lengths(texts))  # what the predictor batches by
     linear, attention = statement_flops(tokens, dims)
     flops = linear + attention
     # Computed tokens per useful token, as the predictor batches (by token count), and as it did

@@ -24,6 +24,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a server started in its own session: SIGTERM lets BentoML stop its workers; a loaded
+    machine may need longer, then SIGKILL."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
 def ready(url: str) -> bool:
     try:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
@@ -55,10 +66,4 @@ def running_service(model_dir: Path, bentoml_home: Path, run_name: str, **env: s
                 time.sleep(0.5)
             yield {"url": url, "tag": tag}
         finally:
-            # SIGTERM lets BentoML stop its workers; a loaded machine may need longer, then SIGKILL.
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+            stop(proc)

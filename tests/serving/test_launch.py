@@ -1,14 +1,13 @@
 """`kazstance serve` starts the service from a model folder, even when the venv is not on PATH."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import httpx
 
-from bento_server import REPO, free_port, ready
+from bento_server import REPO, free_port, ready, stop
 
 
 def test_kazstance_serve_answers_predictions(tiny_model_dir, bentoml_home):
@@ -27,8 +26,4 @@ def test_kazstance_serve_answers_predictions(tiny_model_dir, bentoml_home):
         r = httpx.post(f"{url}/predict", json={"texts": ["TikTok"]}, timeout=60)
         assert r.status_code == 200 and r.json()["model"].startswith("kazstance:")
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
