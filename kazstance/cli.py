@@ -44,30 +44,47 @@ def base_model(out: Optional[Path] = typer.Option(None, help="Output folder (def
 @data_app.command("check")
 def data_check(paths: List[Path] = typer.Argument(None, help="Files or folders (default: data/)."),
                near_threshold: float = typer.Option(0.8, help="Character 5-gram Jaccard that counts as a near duplicate."),
+               heldout: List[Path] = typer.Option([], help="Held-out page lists (sha256 of normalised URLs; "
+                                                        "default: data/heldout_sources.sha256 and ../shared/)."),
+               cues: bool = typer.Option(True, help="Report the TF-IDF baseline's macro-F1 (how far keywords solve it)."),
                ) -> None:
-    """Validate a labelled dataset and print its counts."""
+    """Validate a labelled dataset and print its counts, sources, agreement and cue report."""
     from training.data_check import check_and_report
+    from training.sources import HELDOUT_FILES
 
-    ok = check_and_report(paths or [Path("data")], near_threshold=near_threshold, console=console)
+    ok = check_and_report(paths or [Path("data")], near_threshold=near_threshold, console=console,
+                          heldout_files=heldout or HELDOUT_FILES, cues=cues)
     raise typer.Exit(0 if ok else 1)
 
 
 @data_app.command("split")
 def data_split(inputs: List[Path] = typer.Argument(..., help="Labelled files or folders to pool and split."),
                out: Path = typer.Option(..., help="Folder for train.jsonl, validation.jsonl, test.jsonl."),
-               seed: int = typer.Option(13)) -> None:
-    """Pool labelled records and write fixed 70/15/15 splits (stratified; variants kept together)."""
+               seed: int = typer.Option(13),
+               group_by: Optional[str] = typer.Option(
+                   None, help="Keep every record sharing this field in one split; 'outlet' groups news by newsroom "
+                              "(default: stratify by label and language)."),
+               shares: str = typer.Option("0.70,0.15,0.15", help="train,validation,test shares.")) -> None:
+    """Pool labelled records and write fixed splits (variants, and groups when asked, kept together)."""
     from training.data_check import check, data_files
-    from training.splits import write_splits
+    from training.splits import SPLITS, write_splits
+
+    try:
+        parts = [float(x) for x in shares.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 3 or any(x <= 0 for x in parts) or abs(sum(parts) - 1) > 1e-6:
+        fail(f"--shares {shares!r}: expected three positive numbers that add up to 1")
 
     report = check(inputs)
-    schema_problems = [p for p in report.problems if "[leak]" not in p and "[split]" not in p]
+    # Leaks and split names describe the input's current layout, which splitting replaces.
+    schema_problems = [p for p in report.problems if not any(rule in p for rule in ("[leak]", "[split]", "[source-leak]"))]
     if schema_problems:
         for problem in schema_problems:
             console.print(problem, highlight=False)
         fail(f"{len(schema_problems)} problem(s) in {len(data_files(inputs))} file(s); fix them before splitting")
     records = [{k: v for k, v in r.fields.items() if k != "_split"} for r in report.records]
-    counts = write_splits(records, out, seed)
+    counts = write_splits(records, out, seed, group_by=group_by, shares=dict(zip(SPLITS, parts)))
     console.print(f"wrote {counts} to {out}")
 
 
@@ -92,18 +109,25 @@ def evaluate(model: str = typer.Option("kazstance:latest", help=MODEL_HELP),
              data: Path = typer.Option(..., help="Labelled JSONL, CSV or Parquet file."),
              out: Optional[Path] = typer.Option(None, help="Folder for metrics.json, report.md, confusion_matrix.png."),
              text_field: str = typer.Option("text"), label_field: str = typer.Option("label"),
-             backend: str = typer.Option("torch", help=BACKEND_HELP)) -> None:
-    """Evaluate a model on a labelled file."""
+             backend: str = typer.Option("torch", help=BACKEND_HELP),
+             only: List[str] = typer.Option([], help="Keep records with FIELD=VALUE, e.g. --only clarity=clear "
+                                                     "(repeatable).")) -> None:
+    """Evaluate a model on a labelled file (all records, or those --only selects)."""
     from kazstance.modeling import ModelNotFound
     from training.data import DataError
     from training.evaluate import evaluate_file
 
     try:
         metrics = evaluate_file(model, data, out_dir=out, text_field=text_field, label_field=label_field,
-                                backend=backend)
+                                backend=backend, only=only)
     except (DataError, ModelNotFound) as err:
         fail(str(err))
-    console.print_json(json.dumps({k: metrics[k] for k in ("n", "accuracy", "macro_f1", "f_avg_support_oppose", "ece")}))
+    summary = ("n", "accuracy", "macro_f1", "f_avg_support_oppose", "ece")
+    out = {k: metrics[k] for k in summary}
+    out["by_lang"] = {lang: {k: m[k] for k in ("n", "macro_f1")} for lang, m in metrics.get("by_lang", {}).items()}
+    if "clear" in metrics:
+        out["clear"] = {k: metrics["clear"][k] for k in summary}
+    console.print_json(json.dumps(out))
 
 
 @app.command()

@@ -17,9 +17,8 @@ from kazstance.backends import TFIDF_FILES
 from .config import ModelConfig
 
 
-def fit_and_save(texts: list[str], labels: list[str], label_order: tuple[str, ...], config: ModelConfig,
-                 seed: int, out_dir: Path) -> None:
-    from safetensors.numpy import save_file
+def fit(texts: list[str], labels: list[str], label_order: tuple[str, ...], config: ModelConfig, seed: int):
+    """The fitted (vectoriser, classifier, vectoriser settings); `data check`'s cue report uses it too."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -29,6 +28,14 @@ def fit_and_save(texts: list[str], labels: list[str], label_order: tuple[str, ..
     features = vectorizer.fit_transform(texts)
     y = np.array([label_order.index(label) for label in labels])
     clf = LogisticRegression(C=config.C, max_iter=2000, random_state=seed).fit(features, y)
+    return vectorizer, clf, vectorizer_params
+
+
+def fit_and_save(texts: list[str], labels: list[str], label_order: tuple[str, ...], config: ModelConfig,
+                 seed: int, out_dir: Path) -> None:
+    from safetensors.numpy import save_file
+
+    vectorizer, clf, vectorizer_params = fit(texts, labels, label_order, config, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = {
         "vectorizer": {k: v for k, v in vectorizer_params.items() if k != "min_df"},

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ConfigError(ValueError):
@@ -22,11 +22,33 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    train: Path = Field(Path("data/train.jsonl"), description="Training file (JSONL, CSV or Parquet).")
-    validation: Path = Field(Path("data/validation.jsonl"), description="Validation file: early stopping and calibration.")
-    test: Path = Field(Path("data/test.jsonl"), description="Held-out test file, evaluated once at the end.")
+    train: list[Path] = Field([Path("data/train.jsonl")],
+                              description="Training files (JSONL, CSV or Parquet), pooled; one path or a list.")
+    validation: list[Path] = Field([Path("data/validation.jsonl")],
+                                   description="Validation files, pooled: early stopping picks the best checkpoint on them.")
+    calibration: Optional[list[Path]] = Field(
+        None, description="Files the temperature is fitted on (default: the validation files); pick data like the target's.")
+    test: dict[str, Path] = Field({"test": Path("data/test.jsonl")},
+                                  description="Named held-out files, each evaluated once at the end; the first is the headline.")
     text_field: str = Field("text", description="Column holding the statement.")
     label_field: str = Field("label", description="Column holding support/oppose/neutral.")
+
+    @field_validator("train", "validation", "calibration", mode="before")
+    @classmethod
+    def _listed(cls, value):
+        return [value] if isinstance(value, (str, Path)) else value
+
+    @field_validator("test", mode="before")
+    @classmethod
+    def _named(cls, value):
+        return {"test": value} if isinstance(value, (str, Path)) else value
+
+    @field_validator("train", "validation", "test")
+    @classmethod
+    def _not_empty(cls, value):
+        if not value:
+            raise ValueError("needs at least one file")
+        return value
 
 
 class ModelConfig(Strict):
@@ -51,6 +73,11 @@ class TrainParams(Strict):
     bf16: bool = Field(False, description="bf16 mixed precision (GPU users).")
     threads: Optional[int] = Field(None, ge=1, description="Torch threads (default: all cores).")
     max_steps: int = Field(-1, description="Stop after this many steps (-1: use epochs). Smoke runs only.")
+    head_learning_rate: Optional[float] = Field(
+        None, gt=0, description="Peak learning rate of the new classification head (default: learning_rate).")
+    sample_weights: dict[str, dict[str, float]] = Field(
+        {}, description="Loss weight by a record field's value, e.g. {clarity: {borderline: 0.5}, register: {comment: 0.5}}; "
+                        "weights of several fields multiply, unlisted values weigh 1.")
 
 
 class OutputConfig(Strict):

@@ -6,8 +6,16 @@ Rules (each violation is reported as `file:row: [rule] message`):
 - `split`: a record's split is its `split` field or its file name (train / validation / test);
 - `unique-id`: ids are unique across all files;
 - `duplicate`: no two records share the same (normalised) text;
-- `leak`: no near duplicate (character 5-gram Jaccard >= threshold) across different splits.
+- `leak`: no near duplicate (character 5-gram Jaccard >= threshold) across different splits;
+- `heldout`: no `source_url` is on the team's held-out page list (see `training.sources`);
+- `source-leak`: all statements restated from one page sit in one split;
+- `clarity` / `label_2`: when present, `clarity` is clear/borderline and `label_2` a label.
 Near duplicates inside one split are allowed but counted: the rate is printed.
+
+Besides the rules it reports what a dataset's author needs to judge it: counts by label,
+language and platform; sources and outlets per split (and test outlets unseen in train);
+agreement (Cohen's kappa) wherever a second annotator's `label_2` is present; and a cue report:
+how far the TF-IDF baseline, trained on a folder's train split, gets on its other splits.
 """
 
 from __future__ import annotations
@@ -24,10 +32,12 @@ from rich.table import Table
 from kazstance.labels import LABELS
 
 from .data import SUFFIXES, DataError, iter_rows
+from .sources import HELDOUT_FILES, load_heldout, normalise_url, outlet_family, url_hash
 
 REQUIRED = ("id", "text", "label", "lang", "platform", "source")
 LANGS = ("kk", "kk-latn", "ru", "kk-ru")
 SPLITS = ("train", "validation", "test", "challenge")  # challenge: evaluation only, never trained on
+CLARITY = ("clear", "borderline")
 
 
 @dataclass
@@ -46,6 +56,7 @@ class Report:
     records: list[Record] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     near_pairs: list[tuple[int, int, float]] = field(default_factory=list)
+    heldout_refused: int = 0
 
     def add(self, record: Record | str, rule: str, message: str) -> None:
         where = record.where if isinstance(record, Record) else record
@@ -71,7 +82,10 @@ def near_duplicates(texts: list[str], threshold: float, block: int = 2048) -> li
     from sklearn.feature_extraction.text import CountVectorizer
 
     grams = CountVectorizer(analyzer="char", ngram_range=(5, 5), binary=True, lowercase=False)
-    x = grams.fit_transform([normalise(t) for t in texts]).astype(np.float32).tocsr()
+    try:
+        x = grams.fit_transform([normalise(t) for t in texts]).astype(np.float32).tocsr()
+    except ValueError:  # no text has 5 characters: nothing can be a near duplicate
+        return []
     sizes = np.asarray(x.sum(axis=1)).ravel()
     pairs = []
     for start in range(0, x.shape[0], block):
@@ -84,8 +98,10 @@ def near_duplicates(texts: list[str], threshold: float, block: int = 2048) -> li
     return pairs
 
 
-def check(paths: list[Path], near_threshold: float = 0.8) -> Report:
+def check(paths: list[Path], near_threshold: float = 0.8, heldout_files: tuple[Path, ...] | list[Path] = HELDOUT_FILES
+          ) -> Report:
     report = Report()
+    heldout = load_heldout(heldout_files)
     files = data_files(paths)
     if not files:
         report.add(", ".join(map(str, paths)), "files", "no JSONL, CSV or Parquet files found")
@@ -99,6 +115,7 @@ def check(paths: list[Path], near_threshold: float = 0.8) -> Report:
 
     seen_ids: dict[str, Record] = {}
     seen_texts: dict[str, Record] = {}
+    seen_sources: dict[str, Record] = {}
     for rec in report.records:
         f = rec.fields
         for name in REQUIRED:
@@ -120,6 +137,18 @@ def check(paths: list[Path], near_threshold: float = 0.8) -> Report:
         if text and text in seen_texts:
             report.add(rec, "duplicate", f"same text as {seen_texts[text].where}")
         seen_texts.setdefault(text, rec)
+        if f.get("clarity") is not None and f["clarity"] not in CLARITY:
+            report.add(rec, "clarity", f"{f['clarity']!r} is not one of {', '.join(CLARITY)}")
+        if f.get("label_2") is not None and f["label_2"] not in LABELS:
+            report.add(rec, "label_2", f"second label {f['label_2']!r} is not one of {', '.join(LABELS)}")
+        url = str(f.get("source_url") or "").strip()
+        if url:
+            if url_hash(url) in heldout:
+                report.heldout_refused += 1
+                report.add(rec, "heldout", f"source_url {url} is a page held out for evaluation; drop this statement")
+            first = seen_sources.setdefault(normalise_url(url), rec)
+            if first.fields["_split"] != split:
+                report.add(rec, "source-leak", f"page {url} also feeds split {first.fields['_split']!r} ({first.where})")
 
     texts = [str(r.fields.get("text") or "") for r in report.records]
     report.near_pairs = near_duplicates(texts, near_threshold) if len(texts) > 1 else []
@@ -146,13 +175,95 @@ def counts_table(report: Report, key: str) -> Table:
     return table
 
 
-def check_and_report(paths: list[Path], near_threshold: float = 0.8, console: Console | None = None) -> bool:
+def sources_table(report: Report) -> Table | None:
+    """Per split: statements with a source, distinct pages and outlets, the largest outlet's share."""
+    rows = [r.fields for r in report.records if r.fields.get("source_url")]
+    if not rows:
+        return None
+    table = Table(title="sources (records with a source_url)")
+    for column in ("split", "statements", "pages", "outlets", "largest outlet", "outlets unseen in train"):
+        table.add_column(column, justify="right" if column != "split" else "left")
+    train_families = {outlet_family(f.get("outlet") or f["source_url"]) for f in rows if f["_split"] == "train"}
+    for split in SPLITS + ("all",):
+        part = [f for f in rows if split in ("all", f["_split"])]
+        if not part:
+            continue
+        outlets = Counter(f.get("outlet") or outlet_family(f["source_url"]) for f in part)
+        top, top_n = outlets.most_common(1)[0]
+        unseen = {outlet_family(o) for o in outlets} - train_families
+        unseen_n = sum(1 for f in part if outlet_family(f.get("outlet") or f["source_url"]) in unseen)
+        table.add_row(split, str(len(part)), str(len({normalise_url(f["source_url"]) for f in part})), str(len(outlets)),
+                      f"{top} {100 * top_n / len(part):.1f}%",
+                      "-" if split in ("train", "all") else f"{len(unseen)} ({unseen_n} statements)")
+    return table
+
+
+def agreement(report: Report) -> dict | None:
+    """Cohen's kappa between the first annotation (`label_1`, else `label`) and `label_2`."""
+    from sklearn.metrics import cohen_kappa_score
+
+    pairs = [(f.get("label_1") or f["label"], f["label_2"]) for f in (r.fields for r in report.records)
+             if f.get("label_2") in LABELS and (f.get("label_1") or f.get("label")) in LABELS]
+    if not pairs:
+        return None
+    first, second = zip(*pairs)
+    return {"n": len(pairs), "agreement": sum(a == b for a, b in pairs) / len(pairs),
+            "kappa": float(cohen_kappa_score(first, second, labels=list(LABELS)))}
+
+
+def cue_report(report: Report) -> list[dict]:
+    """For each folder with a train split: the TF-IDF baseline fitted on it, scored on its other splits.
+
+    A high score means keywords alone solve the split, so it says little about understanding.
+    """
+    from sklearn.metrics import f1_score
+
+    from .baseline import fit
+    from .config import ModelConfig
+
+    by_folder: dict[Path, dict[str, list[dict]]] = {}
+    for rec in report.records:
+        f = rec.fields
+        if f.get("label") in LABELS and str(f.get("text") or "").strip():
+            by_folder.setdefault(rec.file.parent, {}).setdefault(f["_split"], []).append(f)
+    out = []
+    for folder, splits in sorted(by_folder.items()):
+        train = splits.get("train", [])
+        if len({f["label"] for f in train}) < 2:
+            continue
+        try:
+            vectorizer, clf, _ = fit([f["text"] for f in train], [f["label"] for f in train], LABELS, ModelConfig(), seed=0)
+        except ValueError:  # too little text for any n-gram to occur twice: nothing to report
+            continue
+        for split, rows in sorted(splits.items()):
+            if split == "train":
+                continue
+            pred = clf.predict(vectorizer.transform([f["text"] for f in rows]))
+            y = [LABELS.index(f["label"]) for f in rows]
+            out.append({"folder": str(folder), "split": split, "n": len(rows),
+                        "macro_f1": float(f1_score(y, pred, labels=list(range(len(LABELS))), average="macro", zero_division=0))})
+    return out
+
+
+def check_and_report(paths: list[Path], near_threshold: float = 0.8, console: Console | None = None,
+                     heldout_files: tuple[Path, ...] | list[Path] = HELDOUT_FILES, cues: bool = True) -> bool:
     console = console or Console()
-    report = check(paths, near_threshold)
+    report = check(paths, near_threshold, heldout_files)
     n = len(report.records)
     for key in ("label", "lang", "platform"):
         if n:
             console.print(counts_table(report, key))
+    if (table := sources_table(report)) is not None:
+        console.print(table)
+    hashes = load_heldout(heldout_files)
+    console.print(f"held-out pages: {len(hashes)} on the list; {report.heldout_refused} statement(s) refused for coming from one")
+    if (agree := agreement(report)) is not None:
+        console.print(f"second annotation: {agree['n']} statements, raw agreement {agree['agreement']:.3f}, "
+                      f"Cohen's kappa {agree['kappa']:.3f}")
+    if cues and n:
+        for row in cue_report(report):
+            console.print(f"cue report: TF-IDF baseline fitted on {row['folder']}/train -> {row['split']} "
+                          f"macro-F1 {row['macro_f1']:.3f} (n={row['n']})")
     involved = {k for i, j, _ in report.near_pairs for k in (i, j)}
     console.print(f"{n} statements; {len(report.near_pairs)} near-duplicate pairs (5-gram Jaccard >= {near_threshold}); "
                   f"{len(involved)} statements ({100 * len(involved) / max(n, 1):.2f}%) have a near duplicate")

@@ -15,20 +15,44 @@ import numpy as np
 
 from kazstance.predictor import Predictor
 
-from .data import read_labelled
+from .data import DataError, read_labelled
 from .metrics import compute_metrics, markdown_report, metrics_by_group, plot_confusion_matrix
 
 
 def evaluate_records(predictor: Predictor, records: list[dict], text_field: str = "text",
                      label_field: str = "label") -> tuple[dict, np.ndarray]:
-    """Metrics (plus per-`lang` metrics when the column exists) and the probability matrix."""
-    texts = [r[text_field] for r in records]
+    """Metrics and the probability matrix.
+
+    Adds per-`lang` metrics when every record has a language, and, when records carry a
+    `clarity` field, the same metrics on the `clear` items alone: borderline items are ones two
+    careful annotators could label differently, so the headline number leaves them out.
+    """
+    probs = predictor.predict_proba([r[text_field] for r in records])
+    return metrics_for(records, probs, predictor.labels, label_field), probs
+
+
+def metrics_for(records: list[dict], probs: np.ndarray, labels: tuple[str, ...], label_field: str = "label",
+                with_clear: bool = True) -> dict:
     y_true = [r[label_field] for r in records]
-    probs = predictor.predict_proba(texts)
-    metrics = compute_metrics(y_true, probs, predictor.labels)
+    metrics = compute_metrics(y_true, probs, labels)
     if all(r.get("lang") for r in records):
-        metrics["by_lang"] = metrics_by_group(y_true, probs, predictor.labels, [r["lang"] for r in records])
-    return metrics, probs
+        metrics["by_lang"] = metrics_by_group(y_true, probs, labels, [r["lang"] for r in records])
+    clear = [i for i, r in enumerate(records) if r.get("clarity") == "clear"]
+    if with_clear and clear and any(r.get("clarity") not in (None, "clear") for r in records):
+        metrics["clear"] = metrics_for([records[i] for i in clear], probs[clear], labels, label_field, with_clear=False)
+    return metrics
+
+
+def select(records: list[dict], only: list[str]) -> list[dict]:
+    """Keep the records whose FIELD equals VALUE for every `FIELD=VALUE` in `only`."""
+    for condition in only:
+        if "=" not in condition:
+            raise DataError(f"--only {condition!r}: expected FIELD=VALUE, e.g. clarity=clear")
+        key, value = condition.split("=", 1)
+        records = [r for r in records if str(r.get(key)) == value]
+    if not records:
+        raise DataError(f"no record matches {' and '.join(only)}")
+    return records
 
 
 def write_evaluation(metrics: dict, out_dir: Path, title: str) -> None:
@@ -39,13 +63,14 @@ def write_evaluation(metrics: dict, out_dir: Path, title: str) -> None:
 
 
 def evaluate_file(model: str | Path, data: Path, out_dir: Path | None = None, text_field: str = "text",
-                  label_field: str = "label", backend: str = "torch") -> dict:
+                  label_field: str = "label", backend: str = "torch", only: list[str] = ()) -> dict:
     predictor = Predictor.load(model, backend=backend)
-    records = read_labelled(Path(data), predictor.labels, text_field, label_field)
+    records = select(read_labelled(Path(data), predictor.labels, text_field, label_field), list(only))
     metrics, _ = evaluate_records(predictor, records, text_field, label_field)
-    metrics.update(model=predictor.name, data=str(data), backend=backend)
+    metrics.update(model=predictor.name, data=str(data), backend=backend, only=list(only))
     if out_dir is None:
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", predictor.name)
-        out_dir = Path("evaluations") / safe / Path(data).stem
+        suffix = "".join(f"-{c.replace('=', '_')}" for c in only)
+        out_dir = Path("evaluations") / safe / (Path(data).parent.name + "-" + Path(data).stem + suffix)
     write_evaluation(metrics, Path(out_dir), f"{predictor.name} on {data}")
     return metrics

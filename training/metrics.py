@@ -92,4 +92,8 @@ def markdown_report(metrics: dict, title: str) -> str:
     lines += ["    " + " ".join(f"{v:5d}" for v in row) for row in metrics["confusion_matrix"]]
     for group, sub in metrics.get("by_lang", {}).items():
         lines.append(f"\n- lang `{group}`: n={sub['n']}, accuracy {sub['accuracy']:.3f}, macro-F1 {sub['macro_f1']:.3f}")
+    if "clear" in metrics:
+        c = metrics["clear"]
+        lines.append(f"\n- clear items only: n={c['n']}, accuracy {c['accuracy']:.3f}, macro-F1 {c['macro_f1']:.3f}, "
+                     f"ECE {c['ece']:.3f}")
     return "\n".join(lines) + "\n"

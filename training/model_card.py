@@ -6,7 +6,8 @@ import yaml
 
 
 def model_card(meta: dict) -> str:
-    test = meta["metrics"]["test"]
+    headline = meta.get("headline", "test")
+    test = meta["metrics"][headline]
     front = {
         "language": ["kk", "ru"],
         "license": "mit",
@@ -19,12 +20,13 @@ def model_card(meta: dict) -> str:
             "name": f"kazstance-{meta['run_name']}",
             "results": [{
                 "task": {"type": "text-classification", "name": "Stance toward platform restriction"},
-                "dataset": {"name": "kazstance test split", "type": "kazstance"},
+                "dataset": {"name": f"kazstance {headline} split", "type": "kazstance"},
                 "metrics": [{"type": k, "value": round(test[k], 4)} for k in ("macro_f1", "accuracy", "f_avg_support_oppose", "ece")],
             }],
         }],
     }
-    val = meta["metrics"]["validation"]
+    rows = "\n".join(f"| {name} | {m['n']} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['f_avg_support_oppose']:.3f} "
+                     f"| {m['ece']:.3f} |" for name, m in meta["metrics"].items())
     body = f"""
 # kazstance — {meta['run_name']}
 
@@ -33,17 +35,17 @@ an online platform (blocking, age limits, local-office laws, fines, throttling..
 label policy in the project's `data/README.md`.
 
 - Kind: {meta['kind']}; base model: `{meta['base_model']}`; max length {meta['max_length']} tokens.
-- Calibration: temperature {meta['temperature']:.3f}, fitted on the validation split.
-- Data fingerprint (sha256 of the train/validation/test files): `{meta['data_fingerprint']}`.
+- Calibration: temperature {meta['temperature']:.3f}, fitted on the calibration files (see config.resolved.yaml).
+- Data fingerprint (sha256 of every data file the run read): `{meta['data_fingerprint']}`.
 
 | split | n | accuracy | macro-F1 | F_avg(support, oppose) | ECE |
 |---|---|---|---|---|---|
-| validation | {val['n']} | {val['accuracy']:.3f} | {val['macro_f1']:.3f} | {val['f_avg_support_oppose']:.3f} | {val['ece']:.3f} |
-| test | {test['n']} | {test['accuracy']:.3f} | {test['macro_f1']:.3f} | {test['f_avg_support_oppose']:.3f} | {test['ece']:.3f} |
+{rows}
 
 ## Limits
-The training statements were written by hand for this project; the split scores measure fit to
-that distribution, not guaranteed accuracy on real archives. Check it on your own labelled
+The training statements were written by hand for this project or restated from real Kazakh and
+Russian news; the split scores measure fit to those distributions, not guaranteed accuracy on a
+given archive. Check it on your own labelled
 sample with `kazstance evaluate` before relying on it.
 """
     return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n" + body

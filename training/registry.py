@@ -26,13 +26,15 @@ def register(run_dir: Path, meta: dict) -> str:
     import bentoml
 
     weights = sorted(run_dir.glob("*.safetensors"))
-    test = meta.get("metrics", {}).get("test", {})
+    headline = meta.get("headline", "test")
+    test = meta.get("metrics", {}).get(headline, {})
     metadata = {
         "run_name": meta["run_name"],
         "base_model": meta["base_model"],
         "data_fingerprint": meta["data_fingerprint"],
         "weights_sha256": {p.name: sha256_file(p) for p in weights},
         "temperature": meta["temperature"],
+        "test_set": headline,
         "test_macro_f1": test.get("macro_f1"),
         "test_accuracy": test.get("accuracy"),
         "test_ece": test.get("ece"),

@@ -35,11 +35,13 @@ def main(config: TrainConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     set_threads(config.train.threads)
 
-    # 1. Load data: the three fixed splits, validated (file and row named on any problem).
+    # 1. Load data: pooled train and validation files, the calibration files, named test files.
     d = config.data
-    splits = {name: read_labelled(path, LABELS, d.text_field, d.label_field)
-              for name, path in (("train", d.train), ("validation", d.validation), ("test", d.test))}
-    print("data: " + ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
+    read = lambda paths: [r for path in paths for r in read_labelled(path, LABELS, d.text_field, d.label_field)]  # noqa: E731
+    splits = {"train": read(d.train), "validation": read(d.validation)}
+    calibration = read(d.calibration) if d.calibration else splits["validation"]
+    tests = {name: read([path]) for name, path in d.test.items()}
+    print("data: " + ", ".join(f"{k}={len(v)}" for k, v in {**splits, "calibration": calibration, **tests}.items()))
 
     # 2-4. Fit the model and write its inference files into run_dir.
     if config.model.kind == "tfidf":
@@ -51,36 +53,41 @@ def main(config: TrainConfig) -> Path:
     else:
         history = fine_tune(config, splits, run_dir)
 
-    # 5. Calibrate: a temperature fitted on validation logits (predictions unchanged).
+    # 5. Calibrate: a temperature fitted on the calibration logits (predictions unchanged).
     predictor = Predictor.load(run_dir_with_meta(run_dir, config, temperature=1.0, data_fp=""), batch_size=64)
-    val_texts = [r[d.text_field] for r in splits["validation"]]
-    y_val = np.array([predictor.labels.index(r[d.label_field]) for r in splits["validation"]])
-    predictor.temperature = fit_temperature(predictor.logits(val_texts), y_val)
+    y_cal = np.array([predictor.labels.index(r[d.label_field]) for r in calibration])
+    predictor.temperature = fit_temperature(predictor.logits([r[d.text_field] for r in calibration]), y_cal)
     print(f"calibration: temperature {predictor.temperature:.3f}")
 
-    # 6. Evaluate both held-out splits through the shared predictor (the serving code path).
+    # 6. Evaluate validation and every test file through the shared predictor (the serving code path).
     metrics = {}
-    for name in ("validation", "test"):
-        metrics[name], _ = evaluate_records(predictor, splits[name], d.text_field, d.label_field)
+    for name, rows in {"validation": splits["validation"], **tests}.items():
+        metrics[name], _ = evaluate_records(predictor, rows, d.text_field, d.label_field)
         m = metrics[name]
         print(f"{name}: macro-F1 {m['macro_f1']:.4f}  accuracy {m['accuracy']:.4f}  ECE {m['ece']:.4f}")
+        if "clear" in m:
+            c = m["clear"]
+            print(f"{name} (clear items, n={c['n']}): macro-F1 {c['macro_f1']:.4f}  ECE {c['ece']:.4f}")
 
     # 7. Save: metadata, metrics, plots, resolved config, model card.
+    headline = next(iter(tests))
+    summary = ("n", "accuracy", "macro_f1", "f_avg_support_oppose", "ece")
     meta = {
         "run_name": config.run_name,
         "kind": config.model.kind,
         "base_model": config.model.base_model,
         "max_length": config.model.max_length,
         "temperature": predictor.temperature,
-        "data_fingerprint": fingerprint([d.train, d.validation, d.test]),
+        "data_fingerprint": fingerprint([*d.train, *d.validation, *(d.calibration or []), *d.test.values()]),
         "train_seconds": round(time.time() - started, 1),
-        "metrics": {name: {k: m[k] for k in ("n", "accuracy", "macro_f1", "f_avg_support_oppose", "ece")}
+        "headline": headline,
+        "metrics": {name: {k: m[k] for k in summary} | ({"clear": {k: m["clear"][k] for k in summary}} if "clear" in m else {})
                     for name, m in metrics.items()},
     }
     (run_dir / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    plot_confusion_matrix(metrics["test"], run_dir / "confusion_matrix.png",
-                          f"{config.run_name}: test macro-F1 {metrics['test']['macro_f1']:.3f}")
+    plot_confusion_matrix(metrics[headline], run_dir / "confusion_matrix.png",
+                          f"{config.run_name}: {headline} macro-F1 {metrics[headline]['macro_f1']:.3f}")
     plot_training_curve(history, run_dir / "training_curve.png")
     dump_config(config, run_dir / "config.resolved.yaml")
     from .model_card import model_card
@@ -109,7 +116,7 @@ def fine_tune(config: TrainConfig, splits: dict[str, list[dict]], run_dir: Path)
     import torch
     from datasets import Dataset
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              EarlyStoppingCallback, Trainer, TrainingArguments)
+                              EarlyStoppingCallback, TrainingArguments)
 
     from .metrics import compute_metrics
     from .tiny import build_tiny_base
@@ -135,15 +142,24 @@ def fine_tune(config: TrainConfig, splits: dict[str, list[dict]], run_dir: Path)
         # costs time and memory and overfits rare words, while the 12 transformer layers adapt.
         model.get_input_embeddings().weight.requires_grad_(False)
 
-    # 3. Tokenise; padding happens per batch (dynamic), so short statements stay cheap.
+    # 3. Tokenise; padding happens per batch (dynamic), so short statements stay cheap. Each row
+    #    carries a loss weight from its fields (1 unless the config's sample_weights say otherwise).
     def encode(batch):
         enc = tokenizer([clean(x) for x in batch[d.text_field]], truncation=True, max_length=config.model.max_length)
         enc["labels"] = [label2id[y] for y in batch[d.label_field]]
         return enc
 
-    datasets = {name: Dataset.from_list([{d.text_field: r[d.text_field], d.label_field: r[d.label_field]} for r in rows])
-                .map(encode, batched=True, remove_columns=[d.text_field, d.label_field])
-                for name, rows in splits.items() if name != "test"}
+    def weight(record):
+        w = 1.0
+        for name, by_value in t.sample_weights.items():
+            w *= by_value.get(str(record.get(name)), 1.0)
+        return w
+
+    def rows_of(records):
+        return [{d.text_field: r[d.text_field], d.label_field: r[d.label_field], "weight": weight(r)} for r in records]
+
+    datasets = {name: Dataset.from_list(rows_of(rows)).map(encode, batched=True, remove_columns=[d.text_field, d.label_field])
+                for name, rows in splits.items()}
 
     # 4. Train: evaluate twice per epoch, keep the best macro-F1, stop when it stops improving.
     steps_per_epoch = max(1, -(-len(datasets["train"]) // t.batch_size))
@@ -156,7 +172,7 @@ def fine_tune(config: TrainConfig, splits: dict[str, list[dict]], run_dir: Path)
         save_total_limit=1, save_only_model=True, load_best_model_at_end=True, metric_for_best_model="macro_f1",
         greater_is_better=True, logging_steps=max(1, eval_steps // 4), seed=config.seed, bf16=t.bf16,
         use_cpu=not torch.cuda.is_available(), report_to="none", train_sampling_strategy="group_by_length",
-        dataloader_num_workers=0,
+        dataloader_num_workers=0, remove_unused_columns=False,  # keep `weight` for the loss below
     )
 
     def trainer_metrics(eval_pred):
@@ -164,10 +180,20 @@ def fine_tune(config: TrainConfig, splits: dict[str, list[dict]], run_dir: Path)
         m = compute_metrics([id2label[int(i)] for i in y], logits, LABELS)
         return {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"]}
 
-    trainer = Trainer(model=model, args=args, train_dataset=datasets["train"], eval_dataset=datasets["validation"],
-                      data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                      compute_metrics=trainer_metrics,
-                      callbacks=[EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)])
+    # The head starts from random weights while the body is pretrained: a larger step for the head
+    # gets it out of the "always one class" phase sooner, without shaking the body.
+    # As the Trainer's own optimiser does, biases and LayerNorm weights (1-d) get no weight decay.
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups.setdefault((name.startswith("classifier"), param.ndim >= 2), []).append(param)
+    optimizer = torch.optim.AdamW([{"params": params, "lr": (t.head_learning_rate or t.learning_rate) if is_head else t.learning_rate,
+                                    "weight_decay": t.weight_decay if decays else 0.0}
+                                   for (is_head, decays), params in groups.items()])
+    trainer = weighted_trainer_class()(
+        model=model, args=args, train_dataset=datasets["train"], eval_dataset=datasets["validation"],
+        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer, compute_metrics=trainer_metrics,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)], optimizers=(optimizer, None))
     trainer.train()
 
     trainer.model.config.id2label, trainer.model.config.label2id = id2label, label2id
@@ -177,6 +203,23 @@ def fine_tune(config: TrainConfig, splits: dict[str, list[dict]], run_dir: Path)
     shutil.rmtree(run_dir / "_checkpoints", ignore_errors=True)
     shutil.rmtree(run_dir / "_tiny_base", ignore_errors=True)
     return history
+
+
+def weighted_trainer_class():
+    """A Trainer whose cross-entropy weighs each row by its `weight` column (built lazily: transformers is heavy)."""
+    import torch
+    from transformers import Trainer
+
+    class Weighted(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weight = inputs.pop("weight")
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            losses = torch.nn.functional.cross_entropy(outputs.logits, labels, reduction="none")
+            loss = (losses * weight).sum() / weight.sum()
+            return (loss, outputs) if return_outputs else loss
+
+    return Weighted
 
 
 def plot_training_curve(history: list[dict], path: Path) -> None:

@@ -47,3 +47,16 @@ def test_broken_yaml_is_reported(tmp_path):
     path.write_text("run_name: [unclosed\n")
     with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
         load_config(path)
+
+
+def test_data_takes_one_file_or_several_and_named_tests(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("run_name: x\ndata:\n  train: [a.jsonl, b.jsonl]\n  validation: v.jsonl\n"
+                    "  test: {news: n.jsonl, handwritten: t.jsonl}\ntrain:\n  sample_weights: {clarity: {borderline: 0.5}}\n")
+    config = load_config(path)
+    assert [p.name for p in config.data.train] == ["a.jsonl", "b.jsonl"]
+    assert [p.name for p in config.data.validation] == ["v.jsonl"] and config.data.calibration is None
+    assert list(config.data.test) == ["news", "handwritten"]  # order kept: the first is the headline
+    assert config.train.sample_weights == {"clarity": {"borderline": 0.5}}
+    with pytest.raises(ConfigError, match="data.train"):
+        load_config(path, ["data.train=[]"])

@@ -7,7 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kazstance.cli import app
-from training.data_check import check, near_duplicates
+from training.data_check import agreement, check, cue_report, near_duplicates
+from training.sources import url_hash
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,3 +79,60 @@ def test_the_project_dataset_passes():
     report = check([REPO / "data"])
     assert report.problems == []
     assert len(report.records) >= 2400
+
+
+def news(i, text, url, label="neutral", **extra):
+    return record(i, text, label, source_url=url, outlet=url.split("/")[2], **extra)
+
+
+def test_statements_from_heldout_pages_are_refused(tmp_path):
+    heldout = tmp_path / "heldout.sha256"
+    heldout.write_text("# list\n" + url_hash("https://www.secret.kz/news/7") + "\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    path = write(data / "train.jsonl", [news(1, "Сенат заңды қарады.", "https://open.kz/a"),
+                                         news(2, "Министр жауап берді.", "https://secret.kz/news/7/?utm=x")])
+    report = check([data], heldout_files=[heldout])
+    assert report.heldout_refused == 1
+    assert [p for p in report.problems if "[heldout]" in p] == [
+        f"{path}:2: [heldout] source_url https://secret.kz/news/7/?utm=x is a page held out for evaluation; drop this statement"]
+    result = CliRunner().invoke(app, ["data", "check", str(data), "--heldout", str(heldout), "--no-cues"])
+    assert result.exit_code == 1 and "1 statement(s) refused" in result.output
+
+
+def test_one_page_feeds_one_split(tmp_path):
+    train_path = write(tmp_path / "train.jsonl", [news(1, "Депутат шектеу енгізуді сұрады.", "https://a.kz/1", "support")])
+    test_path = write(tmp_path / "test.jsonl", [news(2, "Компания таңқалғанын айтты.", "https://a.kz/1/", "oppose")])
+    problems = check([tmp_path]).problems
+    assert len(problems) == 1 and "[source-leak] page https://a.kz/1" in problems[0]
+    assert f"{train_path}:1" in problems[0] and f"{test_path}:1" in problems[0]
+
+
+def test_clarity_and_second_label_values_are_checked(tmp_path):
+    path = write(tmp_path / "train.jsonl", [record(1, "Бір.", clarity="unsure"), record(2, "Екі.", label_2="pro")])
+    problems = check([tmp_path]).problems
+    assert any(p.startswith(f"{path}:1: [clarity]") for p in problems)
+    assert any(p.startswith(f"{path}:2: [label_2]") for p in problems)
+
+
+def test_agreement_compares_the_first_annotation_with_the_second(tmp_path):
+    # label_1 is the first annotator's label, kept when adjudication changed `label`.
+    rows = [record(1, "a", "support", label_2="support"), record(2, "b", "oppose", label_2="oppose"),
+            record(3, "c", "neutral", label_2="neutral"), record(4, "d", "neutral", label_1="support", label_2="neutral"),
+            record(5, "e", "support")]
+    write(tmp_path / "train.jsonl", rows)
+    agree = agreement(check([tmp_path]))
+    # first: s o n s ; second: s o n n -> p_o = 3/4, p_e = (2*1 + 1*1 + 1*2)/16 = 5/16, kappa = (12/16-5/16)/(11/16)
+    assert agree["n"] == 4 and agree["agreement"] == 0.75
+    assert agree["kappa"] == pytest.approx(7 / 11)
+
+
+def test_cue_report_scores_the_baseline_on_each_held_out_split(tmp_path):
+    words = {"support": "тыйым салу керек", "oppose": "бұғаттау пайдасыз", "neutral": "отырыс сейсенбіде өтеді"}
+    train = [record(i, f"{words[y]} {i}", y) for i, y in enumerate(list(words) * 10)]
+    test = [record(100 + i, f"{words[y]} тағы {i}", y) for i, y in enumerate(words)]
+    write(tmp_path / "train.jsonl", train)
+    write(tmp_path / "test.jsonl", test)
+    rows = cue_report(check([tmp_path]))
+    assert [(r["split"], r["n"]) for r in rows] == [("test", 3)]
+    assert rows[0]["macro_f1"] == 1.0  # keywords alone solve this split: the report says so

@@ -97,3 +97,24 @@ def test_cli_prints_summary(keyword_model, tmp_path):
     result = CliRunner().invoke(app, ["evaluate", "--model", str(keyword_model), "--data", str(data), "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     assert '"accuracy": 0.7' in result.output
+
+
+def test_clear_items_are_scored_apart_and_only_selects(keyword_model, tmp_path):
+    # The 3 wrong predictions of ROWS (rows 4, 7, 10) are marked borderline: on the clear items
+    # the keyword model is perfect, and --only clarity=clear gives the same numbers.
+    rows = [{"text": t, "label": y, "lang": lang, "clarity": "borderline" if i in (3, 6, 9) else "clear"}
+            for i, (y, t, lang) in enumerate(ROWS)]
+    data = write_jsonl(tmp_path / "eval.jsonl", rows)
+    m = evaluate_file(keyword_model, data, out_dir=tmp_path / "all")
+    assert m["accuracy"] == pytest.approx(0.7)
+    assert m["clear"]["n"] == 7 and m["clear"]["accuracy"] == 1.0 and m["clear"]["macro_f1"] == 1.0
+    only = evaluate_file(keyword_model, data, out_dir=tmp_path / "clear", only=["clarity=clear"])
+    assert only["n"] == 7 and only["macro_f1"] == 1.0 and "clear" not in only
+    with pytest.raises(DataError, match="no record matches"):
+        evaluate_file(keyword_model, data, out_dir=tmp_path / "none", only=["clarity=unsure"])
+    with pytest.raises(DataError, match="FIELD=VALUE"):
+        evaluate_file(keyword_model, data, out_dir=tmp_path / "bad", only=["clarity"])
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(keyword_model), "--data", str(data),
+                                      "--out", str(tmp_path / "cli"), "--only", "clarity=clear"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["n"] == 7

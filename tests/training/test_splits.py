@@ -33,3 +33,19 @@ def test_reworded_variants_share_a_split():
         data.append({"id": f"v{k}", "text": base + "!" * (k + 1), "label": "support", "lang": "kk"})
     splits = assign_splits(data)
     assert len({s for r, s in zip(data, splits) if r["id"].startswith("v")}) == 1
+
+
+def test_grouping_by_outlet_keeps_each_newsroom_in_one_split():
+    data = rows()
+    outlets = ["zakon.kz", "kaz.zakon.kz", "tengrinews.kz", "kaz.tengrinews.kz", "nur.kz", "baq.kz", "inform.kz",
+               "egemen.kz", "abai.kz", "24.kz", "vlast.kz", "orda.kz"]
+    for i, r in enumerate(data):
+        r["outlet"] = outlets[i % len(outlets)]
+    splits = assign_splits(data, group_by="outlet", shares={"train": 0.6, "validation": 0.15, "test": 0.25})
+    by_family = {}
+    for r, s in zip(data, splits):
+        by_family.setdefault(r["outlet"].removeprefix("kaz."), set()).add(s)
+    assert all(len(s) == 1 for s in by_family.values()), by_family  # zakon.kz and kaz.zakon.kz together
+    counts = Counter(splits)
+    assert set(counts) == {"train", "validation", "test"}
+    assert counts["train"] > counts["test"] > 0
