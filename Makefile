@@ -29,7 +29,8 @@ train: base-model  ## fine-tune the default model (configs/default.yaml) and reg
 baseline: setup  ## fit the TF-IDF baseline on the same splits
 	$(BIN)/kazstance train --config configs/baseline-tfidf.yaml
 
-evaluate: setup  ## evaluate kazstance:latest on the test split
+evaluate: setup  ## evaluate kazstance:latest on the news test (clear items: the headline), then the hand-written test
+	$(BIN)/kazstance evaluate --model kazstance:latest --data data/news/test.jsonl --only clarity=clear
 	$(BIN)/kazstance evaluate --model kazstance:latest --data data/test.jsonl
 
 serve: setup  ## serve kazstance:latest on localhost:$(PORT)

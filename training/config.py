@@ -28,6 +28,8 @@ class DataConfig(Strict):
                                    description="Validation files, pooled: early stopping picks the best checkpoint on them.")
     calibration: Optional[list[Path]] = Field(
         None, description="Files the temperature is fitted on (default: the validation files); pick data like the target's.")
+    calibration_only: list[str] = Field(
+        [], description="Fit the temperature only on calibration records with FIELD=VALUE, e.g. [clarity=clear].")
     test: dict[str, Path] = Field({"test": Path("data/test.jsonl")},
                                   description="Named held-out files, each evaluated once at the end; the first is the headline.")
     text_field: str = Field("text", description="Column holding the statement.")
@@ -74,7 +76,7 @@ class TrainParams(Strict):
     threads: Optional[int] = Field(None, ge=1, description="Torch threads (default: all cores).")
     max_steps: int = Field(-1, description="Stop after this many steps (-1: use epochs). Smoke runs only.")
     head_learning_rate: Optional[float] = Field(
-        None, gt=0, description="Peak learning rate of the new classification head (default: learning_rate).")
+        None, gt=0, description="Peak learning rate of the new classification head and the pooler (default: learning_rate).")
     sample_weights: dict[str, dict[str, float]] = Field(
         {}, description="Loss weight by a record field's value, e.g. {clarity: {borderline: 0.5}, register: {comment: 0.5}}; "
                         "weights of several fields multiply, unlisted values weigh 1.")

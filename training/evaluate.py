@@ -37,14 +37,15 @@ def metrics_for(records: list[dict], probs: np.ndarray, labels: tuple[str, ...],
     metrics = compute_metrics(y_true, probs, labels)
     if all(r.get("lang") for r in records):
         metrics["by_lang"] = metrics_by_group(y_true, probs, labels, [r["lang"] for r in records])
-    clear = [i for i, r in enumerate(records) if r.get("clarity") == "clear"]
-    if with_clear and clear and any(r.get("clarity") not in (None, "clear") for r in records):
+    # Records without a clarity field (hand-written ones, written to be unambiguous) count as clear.
+    clear = [i for i, r in enumerate(records) if r.get("clarity") in (None, "clear")]
+    if with_clear and clear and len(clear) < len(records):
         metrics["clear"] = metrics_for([records[i] for i in clear], probs[clear], labels, label_field, with_clear=False)
     return metrics
 
 
 def select(records: list[dict], only: list[str]) -> list[dict]:
-    """Keep the records whose FIELD equals VALUE for every `FIELD=VALUE` in `only`."""
+    """Keep the records whose FIELD equals VALUE for every `FIELD=VALUE` in `only` (all when empty)."""
     for condition in only:
         if "=" not in condition:
             raise DataError(f"--only {condition!r}: expected FIELD=VALUE, e.g. clarity=clear")

@@ -1,7 +1,8 @@
 """One training run, top to bottom: `main(config)` turns a validated config into a model folder.
 
-Steps: 1 load data, 2 build the model, 3 tokenise, 4 train with early stopping on validation
-macro-F1, 5 calibrate (temperature on validation), 6 evaluate validation and test through the
+Steps: 1 load data (pooled train and validation files, calibration files, named test files),
+2 build the model, 3 tokenise, 4 train with early stopping on validation macro-F1, 5 calibrate
+(temperature on the calibration records), 6 evaluate validation and every test file through the
 shared predictor, 7 save artefacts and the model card, 8 register in the BentoML store.
 The TF-IDF baseline follows the same steps, with 2-4 replaced by one scikit-learn fit.
 """
@@ -23,7 +24,7 @@ from kazstance.text import clean
 from .calibration import fit_temperature
 from .config import TrainConfig, dump_config
 from .data import fingerprint, read_labelled
-from .evaluate import evaluate_records
+from .evaluate import evaluate_records, select
 from .metrics import plot_confusion_matrix
 
 TINY_BASE = "tiny-random"
@@ -37,9 +38,12 @@ def main(config: TrainConfig) -> Path:
 
     # 1. Load data: pooled train and validation files, the calibration files, named test files.
     d = config.data
-    read = lambda paths: [r for path in paths for r in read_labelled(path, LABELS, d.text_field, d.label_field)]  # noqa: E731
+
+    def read(paths: list[Path]) -> list[dict]:
+        return [r for path in paths for r in read_labelled(path, LABELS, d.text_field, d.label_field)]
+
     splits = {"train": read(d.train), "validation": read(d.validation)}
-    calibration = read(d.calibration) if d.calibration else splits["validation"]
+    calibration = select(read(d.calibration) if d.calibration else splits["validation"], d.calibration_only)
     tests = {name: read([path]) for name, path in d.test.items()}
     print("data: " + ", ".join(f"{k}={len(v)}" for k, v in {**splits, "calibration": calibration, **tests}.items()))
 
@@ -180,13 +184,15 @@ def fine_tune(config: TrainConfig, splits: dict[str, list[dict]], run_dir: Path)
         m = compute_metrics([id2label[int(i)] for i in y], logits, LABELS)
         return {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"]}
 
-    # The head starts from random weights while the body is pretrained: a larger step for the head
-    # gets it out of the "always one class" phase sooner, without shaking the body.
-    # As the Trainer's own optimiser does, biases and LayerNorm weights (1-d) get no weight decay.
+    # The head starts from random weights, and e5 never trained BERT's pooler (it mean-pools), while
+    # the body is pretrained: a larger step for head and pooler gets them out of the "always one
+    # class" phase sooner without shaking the body. As the Trainer's own optimiser does, biases and
+    # LayerNorm weights (1-d) get no weight decay.
     groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            groups.setdefault((name.startswith("classifier"), param.ndim >= 2), []).append(param)
+            is_head = name.startswith("classifier") or ".pooler." in name
+            groups.setdefault((is_head, param.ndim >= 2), []).append(param)
     optimizer = torch.optim.AdamW([{"params": params, "lr": (t.head_learning_rate or t.learning_rate) if is_head else t.learning_rate,
                                     "weight_decay": t.weight_decay if decays else 0.0}
                                    for (is_head, decays), params in groups.items()])

@@ -1,6 +1,7 @@
 """`kazstance data check`: each rule catches its violation and names file, line and rule."""
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,46 @@ def test_cli_exit_codes(tmp_path):
 def test_the_project_dataset_passes():
     report = check([REPO / "data"])
     assert report.problems == []
-    assert len(report.records) >= 2400
+    assert len(report.records) >= 5000
+    assert report.heldout_refused == 0
+
+
+NEWS_FIELDS = ("id", "text", "label", "lang", "platform", "source_url", "outlet", "date", "context", "register",
+               "source", "clarity")
+
+
+def news_rows(split):
+    return [json.loads(line) for line in (REPO / "data" / "news" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_news_records_carry_their_source_and_meet_the_mix():
+    rows = [r for split in ("train", "validation", "test") for r in news_rows(split)]
+    assert len(rows) >= 2500
+    for r in rows:
+        assert all(field in r for field in NEWS_FIELDS), r["id"]
+        assert r["register"] == "news" and r["source"] == "news-restated" and r["source_url"].startswith("http")
+    share = lambda key, value: sum(r[key] == value for r in rows) / len(rows)  # noqa: E731
+    assert share("lang", "kk") >= 0.55 and share("lang", "ru") >= 0.30
+    assert 0.30 <= share("label", "neutral") <= 0.50
+    assert share("label", "support") >= 0.20 and share("label", "oppose") >= 0.20
+    outlets = Counter(r["outlet"] for r in rows)
+    assert len({r["source_url"] for r in rows}) >= 150 and len(outlets) >= 40
+    assert outlets.most_common(1)[0][1] / len(rows) <= 0.10
+
+
+def test_the_news_test_split_holds_outlets_that_train_never_saw():
+    from training.sources import outlet_family
+
+    train_families = {outlet_family(r["outlet"]) for r in news_rows("train") + news_rows("validation")}
+    test = news_rows("test")
+    unseen = {outlet_family(r["outlet"]) for r in test} - train_families
+    assert len(test) >= 500 and len(unseen) >= 25
+    assert all(outlet_family(r["outlet"]) in unseen for r in test)
+
+
+def test_second_annotation_agreement_is_reported():
+    agree = agreement(check([REPO / "data" / "news"]))
+    assert agree["n"] >= 400 and agree["kappa"] > 0.6
 
 
 def news(i, text, url, label="neutral", **extra):

@@ -82,3 +82,22 @@ def test_tfidf_baseline_roundtrips_through_the_predictor(mini_data, tmp_path):
 
     again = evaluate_file(run, mini_data / "test.jsonl", out_dir=tmp_path / "eval")
     assert again["macro_f1"] == pytest.approx(metrics["test"]["macro_f1"])
+
+
+def test_several_files_named_tests_calibration_and_weights(mini_data, tmp_path, bentoml_home):
+    """Train and validation pool several files; every named test file is scored; the first is the headline."""
+    news = tmp_path / "news.jsonl"
+    rows = [json.loads(line) for line in (mini_data / "test.jsonl").read_text().splitlines()]
+    news.write_text("".join(json.dumps({**r, "clarity": "borderline" if i % 3 else "clear"}, ensure_ascii=False) + "\n"
+                            for i, r in enumerate(rows)), encoding="utf-8")
+    run = main(load_config(REPO / "configs" / "smoke.yaml", [
+        f"data.train=[{mini_data / 'train.jsonl'}, {news}]", f"data.validation={mini_data / 'validation.jsonl'}",
+        f"data.calibration=[{news}]", "data.calibration_only=[clarity=clear]",
+        f"data.test={{news: {news}, handwritten: {mini_data / 'test.jsonl'}}}",
+        "train.sample_weights={clarity: {borderline: 0.5}}", "train.head_learning_rate=0.01",
+        f"output.dir={tmp_path / 'runs'}", "output.bentoml_store=false"]))
+    meta = json.loads((run / "kazstance.json").read_text())
+    assert meta["headline"] == "news" and list(meta["metrics"]) == ["validation", "news", "handwritten"]
+    assert meta["metrics"]["news"]["clear"]["n"] == len(rows[::3])  # every third item is clear
+    assert "clear" not in meta["metrics"]["handwritten"]  # no borderline items there: nothing to separate
+    assert "news" in (run / "README.md").read_text()
