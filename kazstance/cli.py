@@ -116,17 +116,17 @@ def evaluate(model: str = typer.Option("kazstance:latest", help=MODEL_HELP),
     from kazstance.modeling import ModelNotFound
     from training.data import DataError
     from training.evaluate import evaluate_file
+    from training.metrics import SUMMARY
 
     try:
         metrics = evaluate_file(model, data, out_dir=out, text_field=text_field, label_field=label_field,
                                 backend=backend, only=only)
     except (DataError, ModelNotFound) as err:
         fail(str(err))
-    summary = ("n", "accuracy", "macro_f1", "f_avg_support_oppose", "ece")
-    out = {k: metrics[k] for k in summary}
+    out = {k: metrics[k] for k in SUMMARY}
     out["by_lang"] = {lang: {k: m[k] for k in ("n", "macro_f1")} for lang, m in metrics.get("by_lang", {}).items()}
     if "clear" in metrics:
-        out["clear"] = {k: metrics["clear"][k] for k in summary}
+        out["clear"] = {k: metrics["clear"][k] for k in SUMMARY}
     console.print_json(json.dumps(out))
 
 

@@ -56,6 +56,7 @@ class Report:
     records: list[Record] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     near_pairs: list[tuple[int, int, float]] = field(default_factory=list)
+    heldout_listed: int = 0
     heldout_refused: int = 0
 
     def add(self, record: Record | str, rule: str, message: str) -> None:
@@ -102,6 +103,7 @@ def check(paths: list[Path], near_threshold: float = 0.8, heldout_files: tuple[P
           ) -> Report:
     report = Report()
     heldout = load_heldout(heldout_files)
+    report.heldout_listed = len(heldout)
     files = data_files(paths)
     if not files:
         report.add(", ".join(map(str, paths)), "files", "no JSONL, CSV or Parquet files found")
@@ -255,8 +257,7 @@ def check_and_report(paths: list[Path], near_threshold: float = 0.8, console: Co
             console.print(counts_table(report, key))
     if (table := sources_table(report)) is not None:
         console.print(table)
-    hashes = load_heldout(heldout_files)
-    console.print(f"held-out pages: {len(hashes)} on the list; {report.heldout_refused} statement(s) refused for coming from one")
+    console.print(f"held-out pages: {report.heldout_listed} on the list; {report.heldout_refused} statement(s) refused for coming from one")
     if (agree := agreement(report)) is not None:
         console.print(f"second annotation: {agree['n']} statements, raw agreement {agree['agreement']:.3f}, "
                       f"Cohen's kappa {agree['kappa']:.3f}")

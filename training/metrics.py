@@ -13,6 +13,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from kazstance.labels import STANCE_LABELS
 
+# The headline numbers of any evaluation: what run metadata, the model card and the CLI summarise.
+SUMMARY = ("n", "accuracy", "macro_f1", "f_avg_support_oppose", "ece")
+
 
 def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
     """Top-label ECE with equal-width confidence bins."""
@@ -83,7 +86,7 @@ def plot_confusion_matrix(metrics: dict, path: Path, title: str = "") -> None:
 def markdown_report(metrics: dict, title: str) -> str:
     lines = [f"# {title}", "", f"n = {metrics['n']}", "",
              "| metric | value |", "|---|---|"]
-    for key in ("accuracy", "macro_f1", "f_avg_support_oppose", "ece"):
+    for key in SUMMARY[1:]:
         lines.append(f"| {key} | {metrics[key]:.4f} |")
     lines += ["", "| label | precision | recall | F1 | n |", "|---|---|---|---|---|"]
     for label, m in metrics["per_class"].items():

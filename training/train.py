@@ -25,7 +25,7 @@ from .calibration import fit_temperature
 from .config import TrainConfig, dump_config
 from .data import fingerprint, read_labelled
 from .evaluate import evaluate_records, select
-from .metrics import plot_confusion_matrix
+from .metrics import SUMMARY, plot_confusion_matrix
 
 TINY_BASE = "tiny-random"
 
@@ -75,7 +75,6 @@ def main(config: TrainConfig) -> Path:
 
     # 7. Save: metadata, metrics, plots, resolved config, model card.
     headline = next(iter(tests))
-    summary = ("n", "accuracy", "macro_f1", "f_avg_support_oppose", "ece")
     meta = {
         "run_name": config.run_name,
         "kind": config.model.kind,
@@ -85,7 +84,7 @@ def main(config: TrainConfig) -> Path:
         "data_fingerprint": fingerprint([*d.train, *d.validation, *(d.calibration or []), *d.test.values()]),
         "train_seconds": round(time.time() - started, 1),
         "headline": headline,
-        "metrics": {name: {k: m[k] for k in summary} | ({"clear": {k: m["clear"][k] for k in summary}} if "clear" in m else {})
+        "metrics": {name: {k: m[k] for k in SUMMARY} | ({"clear": {k: m["clear"][k] for k in SUMMARY}} if "clear" in m else {})
                     for name, m in metrics.items()},
     }
     (run_dir / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
