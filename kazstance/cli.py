@@ -145,12 +145,14 @@ def predict(texts: List[str] = typer.Argument(..., help="Statements to classify.
     except (ModelNotFound, ValueError) as err:
         fail(str(err))
     if as_json:
-        rows = [{"text": t, "label": p.label, "scores": p.scores} for t, p in zip(texts, predictions)]
+        rows = [{"text": t, "label": p.label, "scores": p.scores, "tokens": p.tokens, "windows": p.windows}
+                for t, p in zip(texts, predictions)]
         typer.echo(json.dumps({"model": predictor.name, "predictions": rows}, ensure_ascii=False))
         return
     for text, p in zip(texts, predictions):
         scores = "  ".join(f"{k}={v:.3f}" for k, v in p.scores.items())
-        typer.echo(f"{p.label:8s} {scores}  {text}")
+        windows = f"  ({p.tokens} tokens, read in {p.windows} windows)" if p.windows > 1 else ""
+        typer.echo(f"{p.label:8s} {scores}  {text}{windows}")
 
 
 app.command("score")(score_cli.score)
@@ -161,11 +163,19 @@ def serve(model: str = typer.Option("kazstance:latest", help="BentoML tag or mod
           port: int = typer.Option(3000), host: str = typer.Option("127.0.0.1"),
           backend: str = typer.Option("torch", help=BACKEND_HELP),
           workers: int = typer.Option(1, help="Service worker processes."),
-          threads: Optional[int] = typer.Option(None, help="Torch threads per worker (default: cores / workers).")) -> None:
+          threads: Optional[int] = typer.Option(None, help="Torch threads per worker (default: cores / workers)."),
+          api_key_file: Optional[Path] = typer.Option(
+              None, exists=True, dir_okay=False, help="File holding the API key clients must send "
+                                                      "(or set KAZSTANCE_API_KEY)."),
+          metrics_public: bool = typer.Option(False, help="Leave /metrics open when an API key is required.")) -> None:
     """Serve predictions over HTTP with BentoML (POST /predict, /predict_document, GET /metadata)."""
     from serving.launch import serve_forever
 
-    serve_forever(model=model, host=host, port=port, backend=backend, workers=workers, threads=threads)
+    try:
+        serve_forever(model=model, host=host, port=port, backend=backend, workers=workers, threads=threads,
+                      api_key_file=api_key_file, metrics_public=metrics_public)
+    except ValueError as err:
+        fail(str(err))
 
 
 @app.command()

@@ -8,8 +8,10 @@ Loading is locked down: safetensors only, no remote code, no network.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 META_FILE = "kazstance.json"
@@ -31,6 +33,31 @@ class ModelRef:
     @property
     def meta(self) -> dict:
         return read_meta(self.path)
+
+
+def content_hash(path: Path) -> str:
+    """sha256 over a model folder's files (names and bytes, sorted by name; subfolders ignored).
+
+    This, not the folder's name, is a model's identity: a retrained folder keeps its name and
+    changes its hash. The int8 artefact and the metadata count, as they change what is served."""
+    return _content_hash(Path(path).resolve(), *_stamp(Path(path)))
+
+
+def _stamp(path: Path) -> tuple:
+    # Cache key: hashing 470 MB takes about a second, and a folder's files rarely change in a run.
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.iterdir()) if p.is_file())
+
+
+@lru_cache(maxsize=8)
+def _content_hash(path: Path, *stamp: tuple) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in stamp:
+        digest.update(name.encode("utf-8") + b"\0")
+        with (path / name).open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def read_meta(path: Path) -> dict:

@@ -4,6 +4,12 @@
 order, with calibrated probabilities (temperature scaling fitted on validation at training
 time). Texts are batched by token count — sorted inside a window, order restored after — so a
 batch computes little padding.
+
+Long texts are never cut silently. A text longer than the model's window (`max_length` tokens,
+128 for the default model) is read as overlapping windows of that size, overlapping by a
+quarter of a window; each window is predicted on its own and the windows are combined
+with the document rule (`kazstance.documents.aggregate`), as the sentences of a document are.
+Every prediction says how many tokens its text has and how many windows were read.
 """
 
 from __future__ import annotations
@@ -24,6 +30,19 @@ from .text import clean
 class Prediction:
     label: str
     scores: dict[str, float]
+    tokens: int | None = None  # the cleaned text's tokens, special tokens excluded (None: no tokenizer)
+    windows: int = 1           # model windows read; more than 1 only for texts over the window
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The texts the model reads: `pieces[k]` belongs to input text `owner[k]`."""
+
+    pieces: list[str]
+    owner: list[int]
+    spans: list[tuple[int, int]]  # per piece, its characters in its text
+    tokens: list[int | None]   # per input text
+    lengths: list[int]         # per piece, what its batch is padded to (for sorting)
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, window: int | None = None) -> list[list[int]]:
@@ -52,6 +71,7 @@ class Predictor:
     temperature: float = 1.0
     meta: dict = field(default_factory=dict)
     batch_size: int = 32
+    path: Path | None = None  # the model folder (None for a predictor built by hand); its hash is the model's identity
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -75,30 +95,108 @@ class Predictor:
         impl = open_backend(ref.path, backend, int(meta.get("max_length", 256)))
         # The int8 artefact may carry a temperature fitted on its own logits (`kazstance export`).
         temperature = getattr(impl, "info", {}).get("temperature", meta.get("temperature", 1.0))
-        return cls(backend=impl, name=ref.name, temperature=float(temperature), meta=meta, batch_size=batch_size)
+        return cls(backend=impl, name=ref.name, temperature=float(temperature), meta=meta, batch_size=batch_size,
+                   path=ref.path)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        """Raw (uncalibrated) logits, shape [len(texts), len(self.labels)], in input order."""
-        cleaned = [clean(t) for t in texts]
-        for i, text in enumerate(cleaned):
-            if not text:
-                raise ValueError(f"text {i} is empty")
-        out = np.zeros((len(cleaned), len(self.labels)), dtype=np.float32)
-        for batch in length_batches(self.backend.lengths(cleaned), self.batch_size):
-            out[batch] = self.backend.logits([cleaned[i] for i in batch])
+        """Raw (uncalibrated) logits of each text's first window, shape [len(texts), len(labels)].
+
+        For fitting the temperature on labelled statements, which fit one window."""
+        cleaned = _cleaned(texts)
+        return self._logits(cleaned, self.backend.lengths(cleaned))
+
+    def _logits(self, texts: list[str], lengths: list[int]) -> np.ndarray:
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for batch in length_batches(lengths, self.batch_size):
+            out[batch] = self.backend.logits([texts[i] for i in batch])
         return out
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Calibrated probabilities, shape [len(texts), len(self.labels)], columns in `labels` order."""
-        return softmax(self.logits(texts) / self.temperature)
-
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        probs = self.predict_proba(texts)
-        return [self.to_prediction(row) for row in probs]
+        """One prediction per text; a text over the window is read as several windows (see above)."""
+        from .documents import aggregate  # documents builds on this module
 
-    def to_prediction(self, row: np.ndarray) -> Prediction:
+        windows = self.windows(_cleaned(texts))
+        probs = softmax(self._logits(windows.pieces, windows.lengths) / self.temperature)
+        rows: list[list[int]] = [[] for _ in texts]
+        for k, i in enumerate(windows.owner):
+            rows[i].append(k)
+        out = []
+        for i, ks in enumerate(rows):
+            if len(ks) == 1:
+                out.append(self.to_prediction(probs[ks[0]], tokens=windows.tokens[i]))
+                continue
+            label, scores, _ = aggregate([self.to_prediction(probs[k]) for k in ks], self.labels)
+            out.append(Prediction(label, scores, tokens=windows.tokens[i], windows=len(ks)))
+        return out
+
+    def predict_each(self, texts: Sequence[str]) -> list[Prediction | Exception]:
+        """`predict`, except that a text which cannot be predicted gets its exception in its place
+        instead of failing the others: a batch may hold other clients' texts or other rows."""
+        try:
+            return list(self.predict(texts))
+        except Exception:  # noqa: BLE001 - isolated text by text below
+            out: list[Prediction | Exception] = []
+            for text in texts:
+                try:
+                    out.append(self.predict([text])[0])
+                except Exception as err:  # noqa: BLE001 - handed to the caller, per text
+                    out.append(err)
+            return out
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Calibrated probabilities, shape [len(texts), len(self.labels)], columns in `labels` order
+        (for a text read as several windows: the mean over its windows)."""
+        return np.array([[p.scores[label] for label in self.labels] for p in self.predict(texts)],
+                        dtype=np.float64).reshape(len(texts), len(self.labels))
+
+    def windows(self, texts: list[str]) -> Windows:
+        """Cut each cleaned text into the pieces the model reads: itself when it fits the window,
+        else overlapping windows cut at token boundaries (character offsets from the tokenizer)."""
+        tokenizer = getattr(self.backend, "tokenizer", None)
+        if tokenizer is None:  # the TF-IDF baseline reads any length
+            return Windows(list(texts), list(range(len(texts))), [(0, len(t)) for t in texts], [None] * len(texts),
+                           self.backend.lengths(texts))
+        special = tokenizer.num_special_tokens_to_add()
+        # Re-tokenising a cut piece may add a token at its edge (a word-start marker), so the
+        # window keeps that margin; the overlap keeps a statement cut at one edge whole in the next.
+        size = max(self.backend.max_length - special - 2, 8)
+        step = size - size // 4
+        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, truncation=False,
+                        verbose=False)
+        pieces, owner, spans, lengths = [], [], [], []
+        for i, (text, offsets) in enumerate(zip(texts, enc["offset_mapping"])):
+            n = len(offsets)
+            starts = list(range(0, max(n - size, 0) + 1, step))
+            if starts[-1] + size < n:
+                starts.append(n - size)
+            for start in starts:
+                end = min(start + size, n)
+                span = (0, len(text)) if len(starts) == 1 else (offsets[start][0], offsets[end - 1][1])
+                pieces.append(text[span[0]:span[1]])
+                spans.append(span)
+                owner.append(i)
+                lengths.append(min(end - start + special, self.backend.max_length))
+        return Windows(pieces, owner, spans, [len(o) for o in enc["offset_mapping"]], lengths)
+
+    def to_prediction(self, row: np.ndarray, tokens: int | None = None) -> Prediction:
         return Prediction(label=self.labels[int(row.argmax())],
-                          scores={label: round(float(p), 6) for label, p in zip(self.labels, row)})
+                          scores={label: round(float(p), 6) for label, p in zip(self.labels, row)}, tokens=tokens)
+
+
+class EmptyText(ValueError):
+    """A text that is empty once cleaned (blank, or only invisible characters)."""
+
+    def __init__(self, index: int):
+        super().__init__(f"text {index} is empty once invisible characters and whitespace are removed")
+        self.index = index
+
+
+def _cleaned(texts: Sequence[str]) -> list[str]:
+    cleaned = [clean(t) for t in texts]
+    for i, text in enumerate(cleaned):
+        if not text:
+            raise EmptyText(i)
+    return cleaned
 
 
 def set_threads(threads: int | None) -> None:

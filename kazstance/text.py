@@ -17,8 +17,13 @@ _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), Non
 _SPACES = re.compile(r"\s+")
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def clean(text: str) -> str:
-    """Normalise a statement the same way for training and inference."""
+    """Normalise a statement the same way for training and inference. Unpaired surrogates (from
+    JSON escapes or undecodable bytes) cannot reach the tokenizer, so they become U+FFFD."""
+    text = _LONE_SURROGATE.sub("\ufffd", text)
     text = unicodedata.normalize("NFC", text).translate(_INVISIBLE)
     return _SPACES.sub(" ", text).strip()
 

@@ -1,23 +1,80 @@
-"""HTTP plumbing around the service: the request guard and the GET /metadata endpoint.
+"""HTTP plumbing around the service: the request guard, the request schemas and GET /metadata.
 
-The guard answers before BentoML parses anything: a POST that is not JSON gets 415, a body
-over the size limit gets 413, a body that is not valid JSON gets 400 — so no client input can
-reach a code path that answers 5xx.
+The guard sits in front of BentoML and answers every bad request itself, at once, with one body
+shape (`{"error": message, "status": code}`), so no client input reaches a code path that could
+answer 5xx or hang:
+1. API key (when one is configured): 401 without it; /livez, /readyz (and /metrics if public) open.
+2. POST to a JSON API: 415 unless JSON, 413 over the size limit, 408 when the body does not
+   arrive within the body timeout, 400 when it is not parseable JSON (any parser failure: deep
+   nesting, 5,000-digit integers, bad UTF-8), 400 when it breaks the request schema, naming the
+   field and index (`texts[3]: ...`). Texts are validated with the same `clean()` the predictor
+   uses, so a text of only invisible characters is refused here instead of failing a batch.
+3. Concurrency: at most `max_concurrency` API requests run, `max_queue` more wait; past that, 429.
+4. Whatever answers 4xx/5xx below the guard (BentoML's own errors, unknown routes) is rewritten
+   into the same body shape.
+Valid bodies are re-serialised from the validated model before BentoML sees them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from kazstance.text import clean, split_sentences
 from serving import settings
 
-JSON_ROUTES = ("/predict", "/predict_document")
+OPEN_PATHS = ("/livez", "/readyz", "/healthz")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _not_empty(text: str) -> str:
+    if _SURROGATE.search(text):  # json.loads joins valid pairs, so any left is unpaired
+        raise ValueError("text contains an unpaired surrogate escape (\\ud800-\\udfff), which is not Unicode text")
+    if not clean(text):
+        raise ValueError("text is empty once invisible characters and whitespace are removed")
+    return text
+
+
+Text = Annotated[str, Field(max_length=settings.MAX_CHARS), AfterValidator(_not_empty)]
+Document = Annotated[str, Field(max_length=settings.MAX_DOCUMENT_CHARS), AfterValidator(_not_empty)]
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    texts: Annotated[list[Text], Field(min_length=1, max_length=settings.MAX_TEXTS)]
+
+
+class DocumentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    text: Document
+
+    def check_sentences(self) -> None:
+        count = len(split_sentences(self.text))
+        if count > settings.MAX_SENTENCES:
+            raise ValueError(f"text: {count} sentences; the limit is {settings.MAX_SENTENCES}")
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {"/predict": PredictRequest, "/predict_document": DocumentRequest}
+
+
+def display_name(name: str | None) -> str | None:
+    """A model name for the outside world: a local folder (`/srv/models/e5`, `models/base/e5`)
+    becomes its last part, so /metadata never shows the server's paths; hub ids (`org/name`) stay."""
+    if not name:
+        return name
+    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or Path(name).is_dir():
+        return re.split(r"[\\/]", name.rstrip("/\\"))[-1]
+    return name
 
 
 @lru_cache(maxsize=None)
@@ -41,13 +98,15 @@ def model_metadata(tag: str) -> dict:
         temperature = json.loads(sidecar.read_text(encoding="utf-8")).get("temperature", temperature)
     return {
         "model": str(model.tag),
-        "base_model": meta.get("base_model"),
+        "base_model": display_name(meta.get("base_model")),
         "labels": [id2label[str(i)] for i in range(len(id2label))],
+        "max_tokens": meta.get("max_length"),
         "data_fingerprint": meta.get("data_fingerprint"),
         "metrics": meta.get("metrics", {}),
         "temperature": temperature,
         "backend": settings.BACKEND,
         "limits": settings.limits(),
+        "auth": settings.api_key() is not None,
     }
 
 
@@ -58,48 +117,113 @@ async def metadata(request) -> JSONResponse:
 metadata_app = Starlette(routes=[Route("/metadata", metadata, methods=["GET"])])
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error_body(status: int, message: str) -> bytes:
+    return json.dumps({"error": message, "status": status}, ensure_ascii=False).encode("utf-8")
+
+
+async def _answer(send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    body = error_body(status, message)
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _describe(err: ValidationError) -> str:
+    """The first problem, as `field[index]: message`."""
+    first = err.errors(include_url=False)[0]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+    return f"{where or 'body'}: {message}"
+
+
+def parse_request(path: str, body: bytes) -> bytes:
+    """Validate a JSON API body; returns the canonical body to hand on, or raises ValueError with
+    the message a client gets in its 400."""
+    try:
+        parsed = json.loads(body)
+    except Exception as err:  # noqa: BLE001 - any parser failure (RecursionError, ValueError) is the client's
+        raise ValueError(f"body is not valid JSON: {type(err).__name__}: {str(err)[:200]}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("body must be a JSON object")
+    try:
+        request = SCHEMAS[path].model_validate(parsed)
+    except ValidationError as err:
+        raise ValueError(_describe(err)) from None
+    if isinstance(request, DocumentRequest):
+        request.check_sentences()
+    return json.dumps(request.model_dump(), ensure_ascii=False).encode("utf-8")
 
 
 class RequestGuard:
-    """ASGI middleware: content type, body size and JSON well-formedness for the JSON APIs."""
+    """ASGI middleware: see the module docstring."""
 
     def __init__(self, app, max_bytes: int):
         self.app = app
         self.max_bytes = max_bytes
+        self.api_key = settings.api_key()
+        self.running = asyncio.Semaphore(settings.MAX_CONCURRENCY)
+        self.waiting = 0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in JSON_ROUTES:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if not self._authorised(scope["path"], headers):
+            return await _answer(send, 401, "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                                 {"www-authenticate": "Bearer"})
+        if scope["method"] != "POST" or scope["path"] not in SCHEMAS:
+            return await self.app(scope, receive, _uniform_errors(send))
+        if self.waiting >= settings.MAX_QUEUE and self.running.locked():
+            return await _answer(send, 429, "too many requests in flight; retry shortly", {"retry-after": "1"})
+        self.waiting += 1
+        try:
+            await self.running.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            return await self._json_api(scope, receive, send, headers)
+        finally:
+            self.running.release()
+
+    def _authorised(self, path: str, headers: dict[str, str]) -> bool:
+        if self.api_key is None or path in OPEN_PATHS or (path == "/metrics" and settings.METRICS_PUBLIC):
+            return True
+        bearer = headers.get("authorization", "")
+        offered = bearer[7:].strip() if bearer[:7].lower() == "bearer " else headers.get("x-api-key", "")
+        return hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), self.api_key.encode("utf-8"))
+
+    async def _json_api(self, scope, receive, send, headers: dict[str, str]):
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
-            return await _error(415, f"content type must be application/json, got {content_type or 'none'!r}")(
-                scope, receive, send)
+            return await _answer(send, 415, f"content type must be application/json, got {content_type or 'none'!r}")
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            return await _error(413, f"request body over {self.max_bytes} bytes")(scope, receive, send)
+            return await _answer(send, 413, f"request body over {self.max_bytes} bytes")
 
-        # Read the whole (bounded) body, check it, then replay it to BentoML.
+        # Read the whole (bounded) body within the body timeout, check it, then replay it to BentoML.
         chunks, size, more = [], 0, True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.BODY_TIMEOUT_S
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.001))
+            except asyncio.TimeoutError:
+                return await _answer(send, 408, f"request body not received within {settings.BODY_TIMEOUT_S:g} s")
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                return await _error(413, f"request body over {self.max_bytes} bytes")(scope, receive, send)
+                return await _answer(send, 413, f"request body over {self.max_bytes} bytes")
             chunks.append(chunk)
             more = message.get("more_body", False)
-        body = b"".join(chunks)
         try:
-            parsed = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            return await _error(400, f"body is not valid JSON: {err}")(scope, receive, send)
-        if not isinstance(parsed, dict):
-            return await _error(400, "body must be a JSON object")(scope, receive, send)
+            body = parse_request(scope["path"], b"".join(chunks))
+        except ValueError as err:
+            return await _answer(send, 400, str(err))
 
         replayed = False
 
@@ -110,4 +234,51 @@ class RequestGuard:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        return await self.app(scope, replay, send)
+        scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+                 + [(b"content-length", str(len(body)).encode())]}
+        return await self.app(scope, replay, _uniform_errors(send))
+
+
+def _uniform_errors(send):
+    """Wrap `send` so an error response from below (BentoML, Starlette) gets the guard's body shape."""
+    status = 0
+
+    async def wrapped(message):
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            if status < 400:
+                return await send(message)
+            wrapped.start = message
+            wrapped.body = b""
+            return None
+        if status < 400:
+            return await send(message)
+        wrapped.body += message.get("body", b"")
+        if message.get("more_body", False):
+            return None
+        body = error_body(status, _message_of(wrapped.body, status))
+        headers = [(k, v) for k, v in wrapped.start.get("headers", [])
+                   if k.lower() not in (b"content-length", b"content-type")]
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({**wrapped.start, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return wrapped
+
+
+def _message_of(body: bytes, status: int) -> str:
+    """The message inside whatever error body came from below: JSON object, array, or text."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+        return text or f"HTTP {status}"
+    while isinstance(data, list) and data:
+        data = data[0]
+    if isinstance(data, dict):
+        message = data.get("error") or data.get("detail") or data.get("msg")
+        if isinstance(message, str):
+            return message
+        return json.dumps(data, ensure_ascii=False)[:500]
+    return str(data)[:500] or f"HTTP {status}"

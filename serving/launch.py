@@ -1,7 +1,9 @@
 """`kazstance serve`: resolve the model to a BentoML tag, set the service's environment, exec BentoML.
 
 A model folder is first registered in the store (the service loads models by tag only), so
-`kazstance serve --model models/default` and `--model kazstance:latest` both work.
+`kazstance serve --model models/default` and `--model kazstance:latest` both work. A folder whose
+files are already in the store (same content hash) reuses that version: restarting the server
+neither copies 466 MB again nor moves `kazstance:latest`.
 """
 
 from __future__ import annotations
@@ -17,20 +19,30 @@ def resolve_tag(model: str) -> str:
     from kazstance.modeling import read_meta
 
     if Path(model).is_dir():
-        from training.registry import register
+        from training.registry import find_registered, register
 
         meta = read_meta(Path(model))
+        existing = find_registered(Path(model))
+        if existing:
+            return existing
         return register(Path(model), {"run_name": Path(model).name, "kind": meta.get("kind", "transformer"), **meta})
     return str(bentoml.models.get(model).tag)  # fails clearly if the tag is unknown
 
 
-def serve_forever(model: str, host: str, port: int, backend: str, workers: int, threads: int | None) -> None:
+def serve_forever(model: str, host: str, port: int, backend: str, workers: int, threads: int | None,
+                  api_key_file: Path | None = None, metrics_public: bool = False) -> None:
     tag = resolve_tag(model)
-    env = {"KAZSTANCE_MODEL": tag, "KAZSTANCE_BACKEND": backend, "KAZSTANCE_WORKERS": str(workers)}
+    env = {"KAZSTANCE_MODEL": tag, "KAZSTANCE_BACKEND": backend, "KAZSTANCE_WORKERS": str(workers),
+           "KAZSTANCE_METRICS_PUBLIC": "1" if metrics_public else "0"}
     if threads:
         env["KAZSTANCE_THREADS"] = str(threads)
+    if api_key_file:
+        env["KAZSTANCE_API_KEY_FILE"] = str(Path(api_key_file).resolve())
     os.environ.update(env)
-    print(f"serving {tag} ({backend}) on http://{host}:{port}", file=sys.stderr)
+    from serving.settings import api_key
+
+    auth = "API key required" if api_key() else "no API key (set KAZSTANCE_API_KEY or --api-key-file to require one)"
+    print(f"serving {tag} ({backend}) on http://{host}:{port}; {auth}", file=sys.stderr)
     # `python -m bentoml` from this interpreter: the venv's bin folder need not be on PATH.
     os.execv(sys.executable, [sys.executable, "-m", "bentoml", "serve", "serving.service:KazStance",
                               "--host", host, "--port", str(port)])

@@ -33,12 +33,15 @@ if TYPE_CHECKING:
 
 READ_ROWS = 1024  # records per block leaving a read task
 POSITION = ("_file", "_n")
+ENCODING = "_encoding"  # set on the first record of each text file or member (see readers)
 
 
 def run_ray(files: list[InputFile], options: ScoreOptions, predictor: "Predictor", start: Position,
             commit: Callable, ray_address: str | None = None) -> None:
     """Score `files` from `start` on a Ray cluster, committing in input order through `commit`.
-    `predictor` (the driver's) only gives the output schema: each actor loads `options.model`."""
+    `predictor` (the driver's) only gives the output schema: each actor loads `options.model`,
+    which `score_files` sets to what the driver loaded (a concrete version, never
+    `kazstance:latest`, which may move during the run; a folder as its absolute path)."""
     import ray
 
     started = not ray.is_initialized()
@@ -109,6 +112,7 @@ def _records_table(index: int, block: list[tuple[int, Record]]) -> "pa.Table":
         "id": pa.array([r.id for _, r in block], pa.string()),
         "text": pa.array([r.text for _, r in block], pa.string()),
         "error": pa.array([r.error for _, r in block], pa.string()),
+        ENCODING: pa.array([r.encoding for _, r in block], pa.string()),  # for the run summary
     })
 
 
@@ -126,7 +130,7 @@ class _Scorer:
         columns = ("source", "record", "id", "text", "error")
         records = [Record(**{c: row[c] for c in columns}) for row in batch.select(columns).to_pylist()]
         table, origin = score_records(self.predictor, records, self.options.unit, self.options.keep_text)
-        for name in POSITION:
+        for name in POSITION + (ENCODING,):
             table = table.append_column(name, batch.column(name).take(origin))
         return table
 
@@ -169,4 +173,7 @@ def _commit(table: "pa.Table", commit: Callable, end: Position | None = None) ->
     position = end or Position(int(files[-1]), int(ns[-1]) + 1)
     # A row that stands for a whole file or member has no record number (see readers).
     unreadable = table.column("record").null_count
-    commit(table.drop_columns(list(POSITION)), position, records, unreadable)
+    # A record scored by sentence has several rows: count its file's encoding once.
+    found = {(f, n): (source, encoding) for f, n, source, encoding in
+             zip(files, ns, table.column("source").to_pylist(), table.column(ENCODING).to_pylist()) if encoding}
+    commit(table.drop_columns([*POSITION, ENCODING]), position, records, unreadable, list(found.values()))

@@ -7,7 +7,10 @@ evaluation and the HTTP service give.
 
 Output: one row per input record (per sentence with `unit="sentence"`): `source`, `record`,
 [`sentence`], `id`, [`text`], `label`, `score_<label>` for each of the model's labels (in the
-model's order), [`sentences`, `evidence` for documents], `model`, `error` (null when scored).
+model's order), `tokens` and `windows` (the text's length in tokens and the model windows read:
+a text longer than the model's window is read whole, in overlapping windows, see
+`kazstance.predictor`), [`sentences`, `evidence` for documents], `model`, `error` (null when
+scored).
 Scores are rounded to 6 places, as the HTTP service returns them. `unit="document"` splits
 each record into sentences and applies the HTTP service's rule (`kazstance.documents.aggregate`).
 
@@ -24,14 +27,15 @@ Notebook use:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal
 
 from kazstance.modeling import DEFAULT_MODEL
 from kazstance.text import split_sentences
 
-from .readers import Fields, InputFile, Record, expand_inputs, read_input
+from .encodings import check_encoding
+from .readers import MAX_EXPANDED_BYTES, MAX_EXPANSION_RATIO, Fields, InputFile, Record, expand_inputs, read_input
 from .writers import PartWriter, output_format
 
 if TYPE_CHECKING:
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
 Unit = Literal["statement", "sentence", "document"]
 UNITS = ("statement", "sentence", "document")
 ENGINES = ("local", "ray")
+NOT_UTF8_NAMED = 20
 CHUNK_CHARS = 4_000_000  # a chunk of long documents is cut early, so memory stays bounded
 
 
@@ -61,10 +66,17 @@ class ScoreOptions:
     keep_text: bool = False
     backend: str = "torch"
     threads: int | None = None
+    escape_formulas: bool = True  # CSV output only: see serving.writers
+    encoding: str | None = None  # None: found per file (see serving.readers)
+    tsv_quotes: bool = False
+    max_expansion_ratio: float = MAX_EXPANSION_RATIO
+    max_expanded_bytes: int = MAX_EXPANDED_BYTES
 
     @property
     def fields(self) -> Fields:
-        return Fields(text=self.text_field, id=self.id_field, txt_documents=self.unit == "document")
+        return Fields(text=self.text_field, id=self.id_field, txt_documents=self.unit == "document",
+                      encoding=self.encoding, tsv_quotes=self.tsv_quotes,
+                      max_expansion_ratio=self.max_expansion_ratio, max_expanded_bytes=self.max_expanded_bytes)
 
     @property
     def chunk_records(self) -> int:
@@ -80,6 +92,8 @@ class Counts:
     rows_written: int = 0
     scored: int = 0
     errors: int = 0
+    encodings: dict[str, int] = field(default_factory=dict)  # text files and members per encoding found
+    not_utf8: list[str] = field(default_factory=list)        # "source (encoding)", the first NOT_UTF8_NAMED
 
     def add(self, table: "pa.Table", records: int, unreadable: int) -> None:
         scored = table.column("error").null_count
@@ -88,6 +102,14 @@ class Counts:
         self.rows_written += table.num_rows
         self.scored += scored
         self.errors += table.num_rows - scored
+
+    def add_encodings(self, found: Iterable[tuple[str, str]]) -> None:
+        """Count (source, encoding) of text files and members just read; name the first few that
+        are not UTF-8 (a folder may hold thousands of files: counts say the rest)."""
+        for source, encoding in found:
+            self.encodings[encoding] = self.encodings.get(encoding, 0) + 1
+            if encoding != "utf-8" and len(self.not_utf8) < NOT_UTF8_NAMED:
+                self.not_utf8.append(f"{source} ({encoding})")
 
 
 @dataclass
@@ -126,6 +148,7 @@ def output_schema(labels: Iterable[str], unit: Unit, keep_text: bool) -> "pa.Sch
     cols += [("id", pa.string())]
     cols += [("text", pa.string())] if keep_text else []
     cols += [("label", pa.string())] + [(f"score_{label}", pa.float64()) for label in labels]
+    cols += [("tokens", pa.int32()), ("windows", pa.int32())]
     if unit == "document":
         cols += [("sentences", pa.int32())] + ([("evidence", pa.string())] if keep_text else [])
     cols += [("model", pa.string()), ("error", pa.string())]
@@ -151,7 +174,7 @@ def score_records(predictor: "Predictor", records: list[Record], unit: Unit, kee
         else:
             units.append(split_sentences(r.text))
     flat = [t for texts in units for t in texts]
-    probs, failures = _predict(predictor, flat)
+    predicted, failures = _predict(predictor, flat)
 
     # 2. One row per record (statement, document) or per sentence.
     schema = output_schema(labels, unit, keep_text)
@@ -163,7 +186,7 @@ def score_records(predictor: "Predictor", records: list[Record], unit: Unit, kee
         values = {"source": r.source, "record": r.record, "id": r.id, "text": text, "model": predictor.name,
                   "error": error, **extra}
         if prediction is not None:
-            values["label"] = prediction.label
+            values.update(label=prediction.label, tokens=prediction.tokens, windows=prediction.windows)
             values.update({f"score_{lab}": prediction.scores[lab] for lab in labels})
         for name in schema.names:
             rows[name].append(values.get(name))
@@ -175,7 +198,7 @@ def score_records(predictor: "Predictor", records: list[Record], unit: Unit, kee
         if r.error is not None or not texts:
             emit(i, r, error=r.error or "empty text")
             continue
-        predictions = [None if j in failures else predictor.to_prediction(probs[j]) for j in span]
+        predictions = [predicted[j] for j in span]
         failed = [failures[j] for j in span if j in failures]
         kept = r.text if keep_text else None
         if unit == "sentence":
@@ -187,29 +210,24 @@ def score_records(predictor: "Predictor", records: list[Record], unit: Unit, kee
             emit(i, r, kept, error=failed[0], sentences=len(texts))
         else:
             label, scores, evidence = aggregate(predictions, labels)
-            emit(i, r, kept, Prediction(label, scores), sentences=len(texts),
+            total = Prediction(label, scores, tokens=_sum(p.tokens for p in predictions),
+                               windows=sum(p.windows for p in predictions))
+            emit(i, r, kept, total, sentences=len(texts),
                  evidence="\n".join(texts[k] for k in evidence) or None)
     return pa.table(rows, schema=schema), origin
 
 
-def _predict(predictor: "Predictor", texts: list[str]):
-    """Probabilities for all texts; if the batch fails, retry one by one so a single bad text
-    becomes one error row instead of taking its whole chunk down."""
-    import numpy as np
+def _predict(predictor: "Predictor", texts: list[str]) -> tuple[list["Prediction | None"], dict[int, str]]:
+    """Predictions for all texts (long ones read as several windows); a text that cannot be
+    scored becomes one error row instead of taking its chunk down."""
+    predicted = predictor.predict_each(texts) if texts else []
+    failures = {j: f"scoring failed: {type(p).__name__}: {p}" for j, p in enumerate(predicted) if isinstance(p, Exception)}
+    return [None if j in failures else p for j, p in enumerate(predicted)], failures
 
-    if not texts:
-        return np.zeros((0, len(predictor.labels)), dtype=np.float32), {}
-    try:
-        return predictor.predict_proba(texts), {}
-    except Exception:  # noqa: BLE001 - isolated below, reported per text
-        probs = np.zeros((len(texts), len(predictor.labels)), dtype=np.float32)
-        failures: dict[int, str] = {}
-        for j, text in enumerate(texts):
-            try:
-                probs[j] = predictor.predict_proba([text])[0]
-            except Exception as err:  # noqa: BLE001
-                failures[j] = f"scoring failed: {type(err).__name__}: {err}"
-        return probs, failures
+
+def _sum(values: Iterable[int | None]) -> int | None:
+    values = list(values)
+    return None if any(v is None for v in values) else sum(values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,21 +236,41 @@ def _predict(predictor: "Predictor", texts: list[str]):
 
 def fingerprint(files: list[InputFile], options: ScoreOptions, predictor: "Predictor", output: Path) -> dict:
     """What must not change between an interrupted run and its resumption (batch size and engine
-    may: they do not change which rows are written)."""
+    may: they do not change which rows are written). The model counts by its weights' hash, not
+    its name: a folder retrained in place keeps its name. A predictor built by hand has no folder
+    to hash, and counts by name only."""
+    from kazstance.modeling import content_hash
+
+    csv = output_format(output) == "csv"
     return {"inputs": [[str(f.path), f.size, f.mtime_ns] for f in files], "model": predictor.name,
+            "model_weights": content_hash(predictor.path) if predictor.path else None,
             "labels": list(predictor.labels), "backend": options.backend, "unit": options.unit,
             "text_field": options.text_field, "id_field": options.id_field, "keep_text": options.keep_text,
-            "format": output_format(output)}
+            "format": output_format(output), "escape_formulas": options.escape_formulas and csv,
+            # How the inputs are read decides which rows exist and what they hold.
+            "encoding": options.encoding, "tsv_quotes": options.tsv_quotes,
+            "max_expansion_ratio": options.max_expansion_ratio, "max_expanded_bytes": options.max_expanded_bytes}
 
 
 def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str | None = None,
                 text_field: str = "text", id_field: str = "id", unit: Unit = "statement", batch_size: int = 32,
                 keep_text: bool = False, resume: bool = False, engine: str = "local",
                 ray_address: str | None = None, backend: str = "torch", threads: int | None = None,
-                predictor: "Predictor | None" = None, progress: bool = False) -> Summary:
+                predictor: "Predictor | None" = None, progress: bool = False,
+                escape_formulas: bool = True, encoding: str | None = None, tsv_quotes: bool = False,
+                max_expansion_ratio: float = MAX_EXPANSION_RATIO,
+                max_expanded_bytes: int = MAX_EXPANDED_BYTES) -> Summary:
     """Score every record of `inputs` (files, folders, archives) into `output` (.parquet, .jsonl
     or .csv); `model` defaults to kazstance:latest. Pass a loaded `predictor` to reuse it across
-    calls in a notebook (with engine="ray" the actors load their own copy: pass `model` too)."""
+    calls in a notebook (with engine="ray" the actors load their own copy: pass `model` too, as
+    a folder or a concrete version, since each actor resolves `kazstance:latest` for itself).
+    `escape_formulas=False` writes CSV cells that start like a spreadsheet formula unchanged
+    (see serving.writers). `encoding` forces the input encoding (default: found per file),
+    `tsv_quotes` reads TSV quotes as quoting, and the `max_expan*` limits cut off decompression
+    bombs (see serving.readers)."""
+    import dataclasses
+
+    from kazstance.modeling import resolve
     from kazstance.predictor import Predictor
 
     if unit not in UNITS:
@@ -245,17 +283,26 @@ def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str 
     output = Path(output)
     output_format(output)  # fail on an unknown extension before loading anything
     options = ScoreOptions(model=model, text_field=text_field, id_field=id_field, unit=unit,
-                           batch_size=batch_size, keep_text=keep_text, backend=backend, threads=threads)
+                           batch_size=batch_size, keep_text=keep_text, backend=backend, threads=threads,
+                           escape_formulas=escape_formulas,
+                           encoding=check_encoding(encoding) if encoding else None,  # fail before loading
+                           tsv_quotes=tsv_quotes, max_expansion_ratio=max_expansion_ratio,
+                           max_expanded_bytes=max_expanded_bytes)
     files = expand_inputs(inputs, exclude=[output])
     if predictor is None:
         _single_interop_thread()
         try:
-            predictor = Predictor.load(model, backend=backend, threads=threads, batch_size=batch_size)
+            ref = resolve(model)
+            predictor = Predictor.from_ref(ref, backend=backend, threads=threads, batch_size=batch_size)
         except Exception as err:  # a missing tag, a broken folder, an unknown backend: all "cannot load"
             raise ModelLoadError(f"cannot load model {model!r}: {err}") from err
+        # Ray actors load exactly this model: a tag as the version resolved here (another
+        # `kazstance:latest` may be registered during the run), a folder as its absolute path.
+        options = dataclasses.replace(options, model=str(ref.path) if Path(model).is_dir() else ref.name)
     output.parent.mkdir(parents=True, exist_ok=True)
     writer = PartWriter(output, output_schema(predictor.labels, unit, keep_text),
-                        fingerprint(files, options, predictor, output), resume=resume)
+                        fingerprint(files, options, predictor, output), resume=resume,
+                        escape_formulas=options.escape_formulas)
     saved = writer.state or {}
     start, counts = Position(**saved.get("position", {})), Counts(**saved.get("counts", {}))
     summary = Summary(output=output, files=len(files), resumed_rows=counts.rows_written)
@@ -263,8 +310,9 @@ def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str 
     tracker = _ByteTracker(files)
     display = _Display(progress, tracker.total, tracker.at(start), counts.rows_written)
 
-    def commit(table: "pa.Table", position: Position, records: int, unreadable: int) -> None:
+    def commit(table: "pa.Table", position: Position, records: int, unreadable: int, encodings=()) -> None:
         counts.add(table, records, unreadable)
+        counts.add_encodings(encodings)  # before the checkpoint, so a resumed run counts each file once
         writer.commit(table, {"position": asdict(position), "counts": asdict(counts)})
         display.update(counts.rows_written, tracker.at(position))
 
@@ -299,7 +347,8 @@ def run_local(files: list[InputFile], options: ScoreOptions, predictor: "Predict
 
 def _commit_chunk(predictor, options: ScoreOptions, chunk: list[Record], position: Position, commit: Callable) -> None:
     table, _ = score_records(predictor, chunk, options.unit, options.keep_text)
-    commit(table, position, len(chunk), sum(r.record is None for r in chunk))
+    commit(table, position, len(chunk), sum(r.record is None for r in chunk),
+           [(r.source, r.encoding) for r in chunk if r.encoding])
 
 
 def _positioned(files: list[InputFile], fields: Fields, start: Position,

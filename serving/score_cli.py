@@ -5,8 +5,8 @@ Its module-level imports stay light (typer, stdlib) because `kazstance.cli` impo
 command; pyarrow, torch and ray load inside the command.
 
 Exit codes: 0 when the run finished (error rows included), 1 when nothing could be read,
-2 when the model cannot load or the options are wrong (unknown output format, a resume that does
-not match the interrupted run), 130 when interrupted (rerun with --resume to continue).
+2 when the model cannot load or the options are wrong (unknown output format or --encoding, a resume
+that does not match the interrupted run), 130 when interrupted (rerun with --resume to continue).
 """
 
 from __future__ import annotations
@@ -16,6 +16,17 @@ from typing import List, Optional
 
 import typer
 
+from serving.readers import MAX_EXPANDED_BYTES, MAX_EXPANSION_RATIO  # stdlib only at import
+
+# CSV injection: a scored text such as `=HYPERLINK(...)` would run when the CSV is opened.
+OUTPUT_HELP = ("Output file: .parquet, .jsonl or .csv. In CSV, text cells starting with =, +, -, @, tab or CR "
+               "get a leading ' so spreadsheets show them as text, not run them as formulas "
+               "(--no-escape-formulas turns this off); numbers are never changed.")
+ENCODING_HELP = ("Read every text input (JSONL, CSV, TSV, .txt) in this encoding, e.g. cp1251, kz1048, utf-16. "
+                 "Default: per file, from its byte-order mark, else UTF-8, else the likeliest Cyrillic legacy "
+                 "encoding; the summary lists what was found.")
+BOMB_HELP = ("Cut off a compressed file or archive member (an error row; rows before it stay) once its output "
+             "passes both --max-expanded-bytes and --max-expansion-ratio times its compressed size.")
 UNIT_HELP = ("statement: one prediction per record; sentence: one per sentence; "
              "document: a record (or a whole .txt file) is a document, with the HTTP service's aggregation.")
 
@@ -23,7 +34,7 @@ UNIT_HELP = ("statement: one prediction per record; sentence: one per sentence; 
 def score(
     inputs: List[Path] = typer.Argument(..., help="Files, folders or archives: JSONL, CSV, TSV, Parquet, .txt; "
                                              ".gz/.bz2/.xz/.zst; .zip/.tar/.tar.gz/.tgz."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output file: .parquet, .jsonl or .csv."),
+    output: Path = typer.Option(..., "--output", "-o", help=OUTPUT_HELP),
     model: str = typer.Option("kazstance:latest", help="A model folder or a BentoML tag."),
     text_field: str = typer.Option("text", help="Field or column holding the text (JSON may use a dotted path)."),
     id_field: str = typer.Option("id", help="Field or column holding the record id."),
@@ -36,6 +47,13 @@ def score(
     backend: str = typer.Option("torch", help="Inference backend: torch (fp32) or int8 (ONNX Runtime)."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch threads (default: one per core; with --engine ray, per actor, default 1)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    escape_formulas: bool = typer.Option(True, "--escape-formulas/--no-escape-formulas",
+                                         help="CSV only: prefix ' to text cells a spreadsheet would run as formulas."),
+    encoding: Optional[str] = typer.Option(None, help=ENCODING_HELP),
+    tsv_quotes: bool = typer.Option(False, "--tsv-quotes",
+                                    help="Read quotes in TSV as quoting (Excel style); by default a TSV field is taken as it is."),
+    max_expansion_ratio: float = typer.Option(MAX_EXPANSION_RATIO, min=1, help=BOMB_HELP),
+    max_expanded_bytes: int = typer.Option(MAX_EXPANDED_BYTES, min=0, help=BOMB_HELP),
 ) -> None:
     """Score files and archives in a stream, one output row per record; resumable after a kill."""
     from rich.console import Console
@@ -52,7 +70,9 @@ def score(
     try:  # score_files checks --unit, --engine and the output format before loading anything
         summary = score_files(inputs, output, model=model, text_field=text_field, id_field=id_field, unit=unit,
                               batch_size=batch_size, keep_text=keep_text, resume=resume, engine=engine,
-                              ray_address=ray_address, backend=backend, threads=threads, progress=progress)
+                              ray_address=ray_address, backend=backend, threads=threads, progress=progress,
+                              escape_formulas=escape_formulas, encoding=encoding, tsv_quotes=tsv_quotes,
+                              max_expansion_ratio=max_expansion_ratio, max_expanded_bytes=max_expanded_bytes)
     except (ModelLoadError, ResumeError, ValueError, OSError) as err:
         fail(str(err), 2)
     except KeyboardInterrupt:
@@ -64,5 +84,19 @@ def score(
     note = f" (resumed after {summary.resumed_rows} rows)" if summary.resumed_rows else \
         " (no interrupted run to resume: scored from the start)" if resume else ""
     typer.echo(f"output: {summary.output}{note}")
+    _echo_encodings(summary)
     if summary.nothing_read:
         fail("nothing could be read from the inputs", 1)
+
+
+def _echo_encodings(summary) -> None:
+    """How many text files and members were in each encoding, and the first few not in UTF-8:
+    a folder of thousands of files stays a few lines."""
+    if not summary.encodings:
+        return
+    counts = sorted(summary.encodings.items(), key=lambda item: (-item[1], item[0]))
+    typer.echo("encodings: " + ", ".join(f"{name} {count}" for name, count in counts))
+    others = sum(count for name, count in counts if name != "utf-8")
+    if others:
+        more = others - len(summary.not_utf8)
+        typer.echo("not UTF-8: " + ", ".join(summary.not_utf8) + (f" and {more} more" if more > 0 else ""))

@@ -4,6 +4,10 @@ Two services, one process each: `KazStance` (the public API) validates requests 
 responses; `StanceModel` holds the model and exposes one batchable method, so BentoML's
 adaptive batching merges texts from concurrent requests into shared forward passes. Settings
 come from the environment (set by `kazstance serve`), see `serving/settings.py`.
+
+Requests are validated (and refused with a 4xx) by the guard in `serving/http.py` before they
+reach an API here; the model service still answers per text, so even a text the predictor
+cannot read costs only its own request, never the other requests batched with it.
 """
 
 from __future__ import annotations
@@ -14,25 +18,17 @@ from typing import Annotated
 
 import aiohttp
 import bentoml
-from bentoml.exceptions import InvalidArgument, ServiceUnavailable
-from pydantic import AfterValidator, Field
+from bentoml.exceptions import BadInput, ServiceUnavailable
+from pydantic import Field
 
 from kazstance.documents import aggregate
 from kazstance.modeling import ModelRef
 from kazstance.predictor import Prediction, Predictor
 from kazstance.text import split_sentences
-from serving import settings
-from serving.http import RequestGuard, metadata_app, model_metadata
+from serving import settings, timeouts
+from serving.http import Document, RequestGuard, Text, metadata_app, model_metadata
 
-
-def _not_blank(text: str) -> str:
-    if not text.strip():
-        raise ValueError("text is empty or only whitespace")
-    return text
-
-
-Text = Annotated[str, Field(max_length=settings.MAX_CHARS), AfterValidator(_not_blank)]
-Document = Annotated[str, Field(max_length=settings.MAX_DOCUMENT_CHARS), AfterValidator(_not_blank)]
+timeouts.install()
 
 
 # BentoML's inter-service client replaces its connection pool every `max_requests` calls (default
@@ -49,7 +45,10 @@ class StanceModel:
 
     @bentoml.api(batchable=True, max_batch_size=settings.MAX_BATCH_SIZE, max_latency_ms=settings.MAX_LATENCY_MS)
     def classify(self, texts: list[str]) -> list[dict]:
-        return [asdict(p) for p in self.predictor.predict(texts)]
+        """One dict per text: a prediction, or {"error": ...} for a text that could not be scored.
+        A batch holds other clients' texts, so one failure must not fail the batch."""
+        return [{"error": f"{type(p).__name__}: {p}"} if isinstance(p, Exception) else asdict(p)
+                for p in self.predictor.predict_each(texts)]
 
 
 @bentoml.service(name="kazstance", traffic={"timeout": 120})
@@ -69,19 +68,24 @@ class KazStance:
                 error = err
         raise ServiceUnavailable(f"model service unreachable: {error}") from error
 
+    async def classify_checked(self, texts: list[str], field: str) -> list[dict]:
+        results = await self.classify(texts)
+        for i, result in enumerate(results):
+            if "error" in result:
+                raise BadInput(f"{field}[{i}]: could not be scored: {result['error']}")
+        return results
+
     @bentoml.api(route="/predict")
     async def predict(self, texts: Annotated[list[Text], Field(min_length=1, max_length=settings.MAX_TEXTS)]) -> dict:
         """Stance of each statement, in input order."""
-        predictions = await self.classify(texts)
+        predictions = await self.classify_checked(texts, "texts")
         return {"model": self.metadata["model"], "predictions": predictions}
 
     @bentoml.api(route="/predict_document")
     async def predict_document(self, text: Document) -> dict:
         """Sentence-level stances plus the document's stance and the sentences behind it."""
-        sentences = split_sentences(text)
-        if len(sentences) > settings.MAX_SENTENCES:
-            raise InvalidArgument(f"text has {len(sentences)} sentences; the limit is {settings.MAX_SENTENCES}")
-        predictions = [Prediction(**p) for p in await self.classify(sentences)]
+        sentences = split_sentences(text)  # the guard has checked there are some, and not too many
+        predictions = [Prediction(**p) for p in await self.classify_checked(sentences, "sentences")]
         label, scores, evidence = aggregate(predictions, tuple(self.metadata["labels"]))
         return {
             "model": self.metadata["model"],

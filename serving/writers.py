@@ -14,7 +14,16 @@ to after a kill (its footer is written last), so every format uses the same prot
    before the kill is deleted) and the caller continues from the saved `state`.
 4. `finish()` concatenates the parts in order into a temporary file, renames it onto OUT and
    removes the work folder. A kill during `finish()` leaves the work folder whole, so a resume
-   simply concatenates again.
+   simply concatenates again. Parquet parts are rewritten as row groups of at most
+   ROW_GROUP_BYTES (Arrow memory) and ROW_GROUP_ROWS: the join holds one row group plus one part,
+   so its memory depends on neither the run's length nor its rows' width.
+
+CSV output is meant to be opened in spreadsheets, which run a cell starting with `=`, `+`, `-`,
+`@`, tab or carriage return as a formula (CSV injection: a scored text could call out or alter
+the sheet). So, by default, every text cell starting with one of these gets a leading `'`
+(OWASP's advice), which spreadsheets show as text; numbers (scores, record numbers) are never
+touched. `escape_formulas=False` (`--no-escape-formulas`) writes the texts unchanged; Parquet
+and JSONL always do.
 """
 
 from __future__ import annotations
@@ -28,7 +37,12 @@ import pyarrow as pa
 
 OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 PROGRESS = "progress.json"
-ROW_GROUP_ROWS = 64 * 1024  # parts are small; the final Parquet file gets row groups of a useful size
+# Parts are one chunk each (about 500 rows), too small to be row groups; the final Parquet file
+# regroups them up to these limits. The bytes limit bounds the join's memory whatever a row holds
+# (documents with their text run to kilobytes a row); the rows limit rarely comes first.
+ROW_GROUP_BYTES = 8 << 20
+ROW_GROUP_ROWS = 64 * 1024
+FORMULA_START = r"^[=+\-@\t\r]"  # OWASP's list of what makes a spreadsheet cell a formula
 
 
 class ResumeError(RuntimeError):
@@ -69,10 +83,14 @@ def _durable_write(path: Path, write) -> None:
 class PartWriter:
     """Commits scored chunks durably and assembles the final output; see the module docstring."""
 
-    def __init__(self, output: str | Path, schema: pa.Schema, fingerprint: dict, resume: bool = False):
+    def __init__(self, output: str | Path, schema: pa.Schema, fingerprint: dict, resume: bool = False,
+                 escape_formulas: bool = True):
+        """`fingerprint` must change with anything that changes the output, `escape_formulas`
+        included: a resumed run must not mix escaped and unescaped parts."""
         self.output = Path(output)
         self.format = output_format(self.output)
         self.schema = schema
+        self.escape_formulas = escape_formulas and self.format == "csv"
         self.work = work_dir(self.output)
         # JSON round trip so a fingerprint compares equal to the one read back from disk.
         self.fingerprint = json.loads(json.dumps(fingerprint))
@@ -93,8 +111,9 @@ class PartWriter:
             return
         saved = json.loads(progress.read_text(encoding="utf-8"))
         if saved.get("fingerprint") != self.fingerprint:
-            raise ResumeError(f"{self.output}: the interrupted run used other inputs or options "
-                              f"(or the inputs changed since); rerun without --resume to start over")
+            changed = _changed(saved.get("fingerprint"), self.fingerprint)
+            raise ResumeError(f"{self.output}: the interrupted run used other inputs or options, or they "
+                              f"changed since (changed: {changed}); rerun without --resume to start over")
         keep = {self._part(i).name for i in range(saved["parts"])} | {PROGRESS}
         missing = keep - {p.name for p in self.work.iterdir()}
         if missing:
@@ -121,7 +140,7 @@ class PartWriter:
             for row in table.to_pylist():
                 f.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
         else:
-            _write_csv(table, f, header=False)
+            _write_csv(_escape_formulas(table) if self.escape_formulas else table, f, header=False)
 
     def finish(self) -> Path:
         """Concatenate the committed parts into the output and remove the work folder."""
@@ -131,28 +150,56 @@ class PartWriter:
         return self.output
 
     def _assemble(self, parts: list[Path], f) -> None:
-        if self.format != "parquet":
-            if self.format == "csv":
-                _write_csv(self.schema.empty_table(), f, header=True)
-            for part in parts:
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, f, 1 << 20)
+        if self.format == "parquet":
+            self._join_parquet(parts, f)
             return
+        if self.format == "csv":
+            _write_csv(self.schema.empty_table(), f, header=True)
+        for part in parts:  # text parts join byte for byte
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)
+
+    def _join_parquet(self, parts: list[Path], f) -> None:
+        """Rewrite the parts as one file, regrouping consecutive parts into row groups of at most
+        ROW_GROUP_BYTES and ROW_GROUP_ROWS. Memory: the row group being gathered plus the part
+        just read; a row group is written (and let go) before the part that would overflow it
+        joins, so one part larger than the limits is a row group of its own."""
         import pyarrow.parquet as pq
 
-        # One part at a time, regrouped into large row groups: memory stays at one row group.
         with pq.ParquetWriter(f, self.schema) as writer:
-            pending: list[pa.Table] = []
-            rows = 0
+            group: list[pa.Table] = []
+            rows = size = 0
             for part in parts:
                 table = pq.read_table(part, schema=self.schema)
-                pending.append(table)
-                rows += table.num_rows
-                if rows >= ROW_GROUP_ROWS:
-                    writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
-                    pending, rows = [], 0
-            if pending or not parts:
-                writer.write_table(pa.concat_tables(pending) if pending else self.schema.empty_table())
+                nbytes = table.get_total_buffer_size()
+                if group and (rows + table.num_rows > ROW_GROUP_ROWS or size + nbytes > ROW_GROUP_BYTES):
+                    writer.write_table(pa.concat_tables(group), row_group_size=ROW_GROUP_ROWS)
+                    group, rows, size = [], 0, 0
+                group.append(table)
+                rows, size = rows + table.num_rows, size + nbytes
+            # An empty run still gets a file with the schema.
+            writer.write_table(pa.concat_tables(group) if group else self.schema.empty_table(),
+                               row_group_size=ROW_GROUP_ROWS)
+
+
+def _changed(saved, current: dict) -> str:
+    """The fingerprint keys that differ, so the refusal says what changed (`model_weights`: the
+    model folder was retrained in place)."""
+    saved = saved if isinstance(saved, dict) else {}
+    return ", ".join(sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k)))
+
+
+def _escape_formulas(table: pa.Table) -> pa.Table:
+    """`table` with a `'` before every string cell a spreadsheet would run as a formula (see the
+    module docstring); other columns, numbers included, are returned as they are."""
+    import pyarrow.compute as pc
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            escaped = pc.replace_substring_regex(table.column(i), pattern=FORMULA_START, replacement="'\\0",
+                                                 max_replacements=1)
+            table = table.set_column(i, field, escaped)
+    return table
 
 
 def _write_csv(table: pa.Table, f, header: bool) -> None:

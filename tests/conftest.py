@@ -61,3 +61,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def bentoml_home() -> Path:
     """The session's private BentoML home (see the top of this file)."""
     return Path(os.environ["BENTOML_HOME"])
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model_dir, bentoml_home):
+    """One real service on the tiny model, shared by the HTTP test modules (a start costs ~15 s)."""
+    from bento_server import MAX_REQUEST_BYTES, running_service  # tests/serving/, on the path for its tests
+
+    with running_service(tiny_model_dir, bentoml_home, "tiny",
+                         KAZSTANCE_MAX_REQUEST_BYTES=str(MAX_REQUEST_BYTES)) as running:
+        yield running

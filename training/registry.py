@@ -10,7 +10,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from kazstance.modeling import BENTO_MODEL_NAME
+from kazstance.modeling import BENTO_MODEL_NAME, content_hash
 
 
 def sha256_file(path: Path) -> str:
@@ -19,6 +19,20 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def find_registered(run_dir: Path) -> str | None:
+    """The newest store version holding exactly this folder's files, if any."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    digest = content_hash(run_dir)
+    try:
+        versions = bentoml.models.list(BENTO_MODEL_NAME)
+    except NotFound:  # an empty store
+        return None
+    matches = [m for m in versions if m.info.metadata.get("content_sha256") == digest]
+    return str(max(matches, key=lambda m: m.info.creation_time).tag) if matches else None
 
 
 def register(run_dir: Path, meta: dict) -> str:
@@ -33,6 +47,7 @@ def register(run_dir: Path, meta: dict) -> str:
         "base_model": meta["base_model"],
         "data_fingerprint": meta["data_fingerprint"],
         "weights_sha256": {p.name: sha256_file(p) for p in weights},
+        "content_sha256": content_hash(run_dir),  # what `find_registered` matches a folder by
         "temperature": meta["temperature"],
         "test_set": headline,
         "test_macro_f1": test.get("macro_f1"),

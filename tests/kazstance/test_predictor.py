@@ -85,3 +85,47 @@ def test_unknown_model_gives_a_clear_error(tmp_path, bentoml_home):
         Predictor.load("kazstance:doesnotexist")
     with pytest.raises(ModelNotFound, match="not a kazstance model folder"):
         Predictor.load(tmp_path)
+
+
+LONG = " ".join(f"TikTok-ты бұғаттау туралы {i}-сөйлем, балалар мен ата-аналар пікірі." for i in range(12))
+
+
+def test_a_text_over_the_window_is_read_in_overlapping_windows_covering_every_token(tiny_model_dir):
+    predictor = Predictor.from_dir(tiny_model_dir)
+    predictor.backend.max_length = 24
+    windows = predictor.windows([LONG, "қысқа"])
+    pieces = [p for p, owner in zip(windows.pieces, windows.owner) if owner == 0]
+    assert len(pieces) > 3 and windows.owner.count(1) == 1
+    assert LONG.startswith(pieces[0]) and LONG.endswith(pieces[-1])
+    spans = windows.spans[: len(pieces)]
+    assert [LONG[a:b] for a, b in spans] == pieces
+    assert all(a1 < b0 for (_, b0), (a1, _) in zip(spans, spans[1:])) and spans == sorted(spans)  # they overlap
+    tokenizer = predictor.backend.tokenizer
+    assert all(len(tokenizer(p)["input_ids"]) <= 24 for p in pieces)  # nothing is cut off by truncation
+    assert windows.tokens[0] == len(tokenizer(LONG, add_special_tokens=False)["input_ids"])
+
+
+def test_a_long_text_is_predicted_by_the_document_rule_over_its_windows(tiny_model_dir):
+    from kazstance.documents import aggregate
+
+    predictor = Predictor.from_dir(tiny_model_dir)
+    predictor.backend.max_length = 24
+    prediction, short = predictor.predict([LONG, "қысқа"])
+    pieces = predictor.windows([LONG]).pieces
+    label, scores, _ = aggregate(predictor.predict(pieces), predictor.labels)
+    assert (prediction.label, prediction.windows) == (label, len(pieces))
+    assert prediction.scores == pytest.approx(scores, abs=1e-5)
+    assert short.windows == 1 and short.tokens == len(predictor.backend.tokenizer("қысқа", add_special_tokens=False)["input_ids"])
+
+
+def test_predict_each_isolates_a_text_that_cannot_be_predicted(tiny_model_dir):
+    from kazstance.predictor import EmptyText
+
+    good, bad, also_good = Predictor.from_dir(tiny_model_dir).predict_each(["ok", "\u200b\u00ad", "TikTok"])
+    assert isinstance(bad, EmptyText)
+    assert good.label and also_good.label
+
+
+def test_unpaired_surrogates_are_replaced_before_the_tokenizer(tiny_model_dir):
+    prediction = Predictor.from_dir(tiny_model_dir).predict(["TikTok \udcd0 бұғаттау"])[0]
+    assert prediction.label in ("support", "oppose", "neutral")

@@ -16,6 +16,7 @@ from typing import Iterator
 import httpx
 
 REPO = Path(__file__).resolve().parents[2]
+MAX_REQUEST_BYTES = 200_000  # the shared test server's body limit: small, so it is cheap to test
 
 
 def free_port() -> int:

@@ -98,3 +98,13 @@ def test_time_cap_ends_a_run_early(url, tmp_path):
     report = loadgen.main(["--url", url, "--texts", str(texts), "--concurrency", "2", "--requests", "1000000",
                            "--max-seconds", "0.5", "--out", str(tmp_path / "r.json")])
     assert report["timed_out"] and report["requests"] < 1_000_000 and report["errors"] == 0
+
+
+def test_mixed_load_spreads_the_bad_share_evenly_and_reports_5xx_to_anyone():
+    bad = [i for i in range(2000) if loadgen.is_bad(i, 0.05)]
+    assert len(bad) == 100 and max(b - a for a, b in zip(bad, bad[1:])) == 20
+    assert not any(loadgen.is_bad(i, 0.0) for i in range(100))
+    from collections import Counter
+
+    report = loadgen.summarize([0.01] * 95, Counter(), 100, 1.0, 8, False, bad=Counter({"4xx": 4, "http_500": 1}))
+    assert report["bad"] == {"4xx": 4, "http_500": 1} and report["http_5xx"] == 1 and report["errors"] == 0

@@ -46,7 +46,7 @@ def test_every_record_gets_a_row_with_its_label_scores_and_model(tmp_path, keywo
     rows = read_rows(out)
     assert [r["text"] for r in rows] == TEXTS
     assert list(rows[0]) == ["source", "record", "id", "text", "label", "score_neutral", "score_oppose",
-                             "score_support", "model", "error"]
+                             "score_support", "tokens", "windows", "model", "error"]
     expected = keyword_predictor.predict(TEXTS)
     assert [r["label"] for r in rows] == [p.label for p in expected]
     assert [{lab: r[f"score_{lab}"] for lab in LABELS} for r in rows] == [p.scores for p in expected]
@@ -131,3 +131,15 @@ def test_every_output_format_holds_the_same_rows(tmp_path, keyword_predictor):
     assert tables["parquet"] == tables["jsonl"]
     as_text = [{k: "" if v is None else str(v) for k, v in row.items()} for row in tables["jsonl"]]
     assert tables["csv"] == as_text
+
+
+def test_a_text_over_the_models_window_is_scored_whole_in_windows(tmp_path, tiny_model_dir):
+    predictor = Predictor.from_dir(tiny_model_dir)
+    long = " ".join(["TikTok-ты бұғаттау керек, балаларға зияны көп."] * 40)  # over 200 tokens; the window is 64
+    source = tmp_path / "posts.jsonl"
+    source.write_text(f'{{"id": "long", "text": "{long}"}}\n{{"id": "short", "text": "TikTok"}}\n', encoding="utf-8")
+    score_files([source], tmp_path / "out.jsonl", predictor=predictor)
+    rows = {r["id"]: r for r in read_rows(tmp_path / "out.jsonl")}
+    expected = predictor.predict([long])[0]
+    assert rows["long"]["windows"] == expected.windows > 1 and rows["long"]["tokens"] == expected.tokens
+    assert rows["long"]["label"] == expected.label and rows["short"]["windows"] == 1

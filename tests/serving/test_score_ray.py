@@ -7,14 +7,17 @@ other column must be identical.
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 
 import pytest
 import ray
 from typer.testing import CliRunner
 
 from kazstance.cli import app
+from kazstance.modeling import BENTO_MODEL_NAME
 from score_data import TEXTS, encode, read_rows, write, write_archive
-from serving import writers
+from serving import ray_engine, writers
 from serving.score import score_files
 
 
@@ -44,11 +47,15 @@ def assert_same_rows(got: list[dict], want: list[dict]) -> None:
 
 def test_ray_engine_writes_what_the_local_engine_writes(tmp_path, tiny_model_dir, local_ray):
     inputs = mixed_inputs(tmp_path / "in")
-    score_files(inputs, tmp_path / "local.parquet", model=str(tiny_model_dir), threads=1, batch_size=4, keep_text=True)
+    local = score_files(inputs, tmp_path / "local.parquet", model=str(tiny_model_dir), threads=1, batch_size=4,
+                        keep_text=True)
     result = CliRunner().invoke(app, ["score", *map(str, inputs), "-o", str(tmp_path / "ray.parquet"),
                                       "--model", str(tiny_model_dir), "--engine", "ray", "--threads", "1",
                                       "--batch-size", "4", "--keep-text", "--no-progress"])
     assert result.exit_code == 0, result.output
+    counts = sorted(local.encodings.items(), key=lambda item: (-item[1], item[0]))
+    assert counts and "encodings: " + ", ".join(f"{e} {n}" for e, n in counts) \
+        in result.output  # the Ray engine counts the encodings it read, as the local one does
     want = read_rows(tmp_path / "local.parquet")
     assert_same_rows(read_rows(tmp_path / "ray.parquet"), want)
     assert sum(r["error"] is not None for r in want) == 3
@@ -76,3 +83,49 @@ def test_ray_engine_resumes_an_interrupted_run_and_scores_documents(tmp_path, ti
 
     assert summary.resumed_rows == 64
     assert_same_rows(read_rows(tmp_path / "ray.jsonl"), read_rows(tmp_path / "local.jsonl"))
+
+
+def store(model_dir: Path) -> str:
+    """Register a copy of `model_dir` as a new `kazstance:<version>` (now `kazstance:latest`)."""
+    import bentoml
+
+    with bentoml.models.create(BENTO_MODEL_NAME) as entry:
+        for item in model_dir.iterdir():
+            if item.is_file():
+                shutil.copy2(item, Path(entry.path) / item.name)
+    return str(entry.tag)
+
+
+def actors_model(monkeypatch, **options) -> str:
+    """The model `score_files` hands the Ray actors (captured instead of starting Ray)."""
+    given = []
+    monkeypatch.setattr(ray_engine, "run_ray", lambda files, opts, *args, **kwargs: given.append(opts.model))
+    score_files([], **options, engine="ray", threads=1)
+    return given[0]
+
+
+def test_ray_actors_are_given_the_drivers_version_and_an_absolute_folder(tmp_path, tiny_model_dir, bentoml_home,
+                                                                        monkeypatch):
+    version = store(tiny_model_dir)
+    assert actors_model(monkeypatch, output=tmp_path / "a.jsonl", model="kazstance:latest") == version
+    monkeypatch.chdir(tiny_model_dir.parent)  # the actors' working folder is not the driver's
+    folder = actors_model(monkeypatch, output=tmp_path / "b.jsonl", model=tiny_model_dir.name)
+    assert folder == str(tiny_model_dir.resolve())
+
+
+def test_a_version_registered_during_a_run_does_not_reach_the_actors(tmp_path, tiny_model_dir, bentoml_home,
+                                                                    local_ray, monkeypatch):
+    loaded = store(tiny_model_dir)
+    run_ray = ray_engine.run_ray
+
+    def register_then_run(*args, **kwargs):  # the driver has loaded `kazstance:latest`; the actors start next
+        store(tiny_model_dir)
+        run_ray(*args, **kwargs)
+
+    monkeypatch.setattr(ray_engine, "run_ray", register_then_run)
+    out = tmp_path / "ray.jsonl"
+    score_files([write("jsonl", tmp_path / "in")], out, model="kazstance:latest", engine="ray", threads=1, batch_size=4)
+    import bentoml
+
+    assert str(bentoml.models.get("kazstance:latest").tag) != loaded
+    assert {r["model"] for r in read_rows(out)} == {loaded}  # the actors scored with the driver's version
