@@ -3,6 +3,8 @@
 The predictor owns batching, calibration and label mapping; a backend only computes logits,
 so swapping fp32 torch for a faster backend cannot change what the rest of the product sees.
 - `torch`: the fine-tuned transformers model in fp32.
+- `bf16`: the same model with bfloat16 weights and activations, for CPUs with bf16 dot products
+  (AVX-512 BF16, AMX); logits come back as fp32.
 - `tfidf`: the scikit-learn character n-gram baseline, stored as JSON + safetensors (no pickle).
 """
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from .modeling import load_transformer
 
-BACKENDS = ("torch", "int8")
+BACKENDS = ("torch", "bf16", "int8")
 TFIDF_FILES = ("tfidf.json", "tfidf.safetensors")
 
 
@@ -38,15 +40,20 @@ def token_counts(tokenizer, texts: list[str], max_length: int) -> list[int]:
 
 
 class TorchBackend:
-    """fp32 transformers model; tokenises each batch to its own longest length and, for BERT
-    models, computes the linear layers on the real tokens only (`kazstance/unpadded.py`)."""
+    """transformers model (fp32, or bf16); tokenises each batch to its own longest length and, for
+    BERT models, computes the linear layers on the real tokens only (`kazstance/unpadded.py`)."""
 
-    def __init__(self, path: Path, max_length: int):
+    def __init__(self, path: Path, max_length: int, dtype: str = "float32"):
+        import torch
+
         from .unpadded import unpadded_or_none
 
         self.model, self.tokenizer = load_transformer(path)
         self.max_length = max_length
+        # Checked in fp32, where the two forwards must agree to 1e-3; the cast changes both alike.
         self.unpadded = unpadded_or_none(self.model, self.tokenizer)  # None: the library's forward
+        if dtype != "float32":
+            self.model = self.model.to(getattr(torch, dtype))
         self.labels = tuple(self.model.config.id2label[i] for i in range(self.model.config.num_labels))
 
     def lengths(self, texts: list[str]) -> list[int]:
@@ -90,6 +97,8 @@ def open_backend(path: Path, backend: str, max_length: int) -> Backend:
         return TfidfBackend(path)
     if backend == "torch":
         return TorchBackend(path, max_length)
+    if backend == "bf16":
+        return TorchBackend(path, max_length, dtype="bfloat16")
     if backend == "int8":
         from .int8 import Int8Backend  # optional fast path (ONNX Runtime)
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 META_FILE = "kazstance.json"
 BENTO_MODEL_NAME = "kazstance"
 DEFAULT_MODEL = f"{BENTO_MODEL_NAME}:latest"
+NOT_SERVED = (".md", ".png")  # the model card and plots: editing them does not change the model
 
 
 class ModelNotFound(LookupError):
@@ -36,24 +36,19 @@ class ModelRef:
 
 
 def content_hash(path: Path) -> str:
-    """sha256 over a model folder's files (names and bytes, sorted by name; subfolders ignored).
+    """sha256 over a model folder's files (names and bytes, sorted by name; subfolders, the model
+    card and plots left out).
 
     This, not the folder's name, is a model's identity: a retrained folder keeps its name and
-    changes its hash. The int8 artefact and the metadata count, as they change what is served."""
-    return _content_hash(Path(path).resolve(), *_stamp(Path(path)))
-
-
-def _stamp(path: Path) -> tuple:
-    # Cache key: hashing 470 MB takes about a second, and a folder's files rarely change in a run.
-    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.iterdir()) if p.is_file())
-
-
-@lru_cache(maxsize=8)
-def _content_hash(path: Path, *stamp: tuple) -> str:
+    changes its hash. The int8 artefact and the metadata count, as they change what is served.
+    Computed afresh each time (about a second for the default model): a cache keyed on sizes and
+    times could miss weights rewritten in place."""
     digest = hashlib.sha256()
-    for name, _, _ in stamp:
-        digest.update(name.encode("utf-8") + b"\0")
-        with (path / name).open("rb") as f:
+    for file in sorted(Path(path).iterdir()):
+        if not file.is_file() or file.suffix.lower() in NOT_SERVED:
+            continue
+        digest.update(file.name.encode("utf-8") + b"\0")
+        with file.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
         digest.update(b"\0")

@@ -113,6 +113,14 @@ class Predictor:
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """One prediction per text; a text over the window is read as several windows (see above)."""
+        return self._predict(texts)[0]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Calibrated probabilities, shape [len(texts), len(self.labels)], columns in `labels` order
+        (for a text read as several windows: the mean over its windows, as its scores)."""
+        return self._predict(texts)[1]
+
+    def _predict(self, texts: Sequence[str]) -> tuple[list[Prediction], np.ndarray]:
         from .documents import aggregate  # documents builds on this module
 
         windows = self.windows(_cleaned(texts))
@@ -120,14 +128,15 @@ class Predictor:
         rows: list[list[int]] = [[] for _ in texts]
         for k, i in enumerate(windows.owner):
             rows[i].append(k)
-        out = []
+        out, means = [], np.zeros((len(texts), len(self.labels)))
         for i, ks in enumerate(rows):
+            means[i] = probs[ks].mean(axis=0)
             if len(ks) == 1:
                 out.append(self.to_prediction(probs[ks[0]], tokens=windows.tokens[i]))
                 continue
             label, scores, _ = aggregate([self.to_prediction(probs[k]) for k in ks], self.labels)
             out.append(Prediction(label, scores, tokens=windows.tokens[i], windows=len(ks)))
-        return out
+        return out, means
 
     def predict_each(self, texts: Sequence[str]) -> list[Prediction | Exception]:
         """`predict`, except that a text which cannot be predicted gets its exception in its place
@@ -136,18 +145,14 @@ class Predictor:
             return list(self.predict(texts))
         except Exception:  # noqa: BLE001 - isolated text by text below
             out: list[Prediction | Exception] = []
-            for text in texts:
+            for i, text in enumerate(texts):
                 try:
                     out.append(self.predict([text])[0])
+                except EmptyText:
+                    out.append(EmptyText(i))  # its index in `texts`, not in the one-text retry
                 except Exception as err:  # noqa: BLE001 - handed to the caller, per text
                     out.append(err)
             return out
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Calibrated probabilities, shape [len(texts), len(self.labels)], columns in `labels` order
-        (for a text read as several windows: the mean over its windows)."""
-        return np.array([[p.scores[label] for label in self.labels] for p in self.predict(texts)],
-                        dtype=np.float64).reshape(len(texts), len(self.labels))
 
     def windows(self, texts: list[str]) -> Windows:
         """Cut each cleaned text into the pieces the model reads: itself when it fits the window,
@@ -157,18 +162,13 @@ class Predictor:
             return Windows(list(texts), list(range(len(texts))), [(0, len(t)) for t in texts], [None] * len(texts),
                            self.backend.lengths(texts))
         special = tokenizer.num_special_tokens_to_add()
-        # Re-tokenising a cut piece may add a token at its edge (a word-start marker), so the
-        # window keeps that margin; the overlap keeps a statement cut at one edge whole in the next.
-        size = max(self.backend.max_length - special - 2, 8)
-        step = size - size // 4
+        size = window_size(tokenizer, self.backend.max_length)
         enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, truncation=False,
                         verbose=False)
         pieces, owner, spans, lengths = [], [], [], []
         for i, (text, offsets) in enumerate(zip(texts, enc["offset_mapping"])):
             n = len(offsets)
-            starts = list(range(0, max(n - size, 0) + 1, step))
-            if starts[-1] + size < n:
-                starts.append(n - size)
+            starts = window_starts(n, size)
             for start in starts:
                 end = min(start + size, n)
                 span = (0, len(text)) if len(starts) == 1 else (offsets[start][0], offsets[end - 1][1])
@@ -181,6 +181,29 @@ class Predictor:
     def to_prediction(self, row: np.ndarray, tokens: int | None = None) -> Prediction:
         return Prediction(label=self.labels[int(row.argmax())],
                           scores={label: round(float(p), 6) for label, p in zip(self.labels, row)}, tokens=tokens)
+
+
+def window_size(tokenizer, max_length: int) -> int:
+    """Text tokens per window. Re-tokenising a cut piece may add a token at its edge (a word-start
+    marker), so a window keeps that margin below the model's length."""
+    return max(max_length - tokenizer.num_special_tokens_to_add() - 2, 8)
+
+
+def window_starts(tokens: int, size: int) -> list[int]:
+    """Where each window of a `tokens`-long text starts: a quarter of a window overlaps the next,
+    so a statement cut at one window's edge is whole in its neighbour; the last ends at the end."""
+    step = size - size // 4
+    starts = list(range(0, max(tokens - size, 0) + 1, step))
+    if starts[-1] + size < tokens:
+        starts.append(tokens - size)
+    return starts
+
+
+def count_windows(tokenizer, max_length: int, texts: Sequence[str]) -> int:
+    """How many model windows `texts` take: what a request costs (the service caps it)."""
+    size = window_size(tokenizer, max_length)
+    ids = tokenizer([clean(t) for t in texts], add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    return sum(len(window_starts(len(i), size)) for i in ids)
 
 
 class EmptyText(ValueError):

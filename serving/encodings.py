@@ -53,6 +53,8 @@ def check_encoding(name: str) -> str:
                          f"utf-8, utf-16, cp1251, kz1048, koi8-r or cp866") from None
     if not getattr(info, "_is_text_encoding", True):  # base64, rot13, zlib...: not a text encoding
         raise ValueError(f"{name!r} is not a text encoding")
+    if info.name.endswith("-escape"):  # unicode_escape makes surrogates out of plain text
+        raise ValueError(f"{name!r} decodes Python escapes, not text: give the file's encoding")
     return info.name
 
 

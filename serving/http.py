@@ -3,24 +3,30 @@
 The guard sits in front of BentoML and answers every bad request itself, at once, with one body
 shape (`{"error": message, "status": code}`), so no client input reaches a code path that could
 answer 5xx or hang:
-1. API key (when one is configured): 401 without it; /livez, /readyz (and /metrics if public) open.
+1. API key (when one is configured): 401 without it; /livez, /readyz, /healthz (and /metrics if
+   public) open. An answer sent before a body was read closes the connection.
 2. POST to a JSON API: 415 unless JSON, 413 over the size limit, 408 when the body does not
    arrive within the body timeout, 400 when it is not parseable JSON (any parser failure: deep
    nesting, 5,000-digit integers, bad UTF-8), 400 when it breaks the request schema, naming the
    field and index (`texts[3]: ...`). Texts are validated with the same `clean()` the predictor
    uses, so a text of only invisible characters is refused here instead of failing a batch.
-3. Concurrency: at most `max_concurrency` API requests run, `max_queue` more wait; past that, 429.
+3. Concurrency: at most `max_concurrency` valid API requests run, `max_queue` more wait; past
+   that, 429. A request holds no slot while its body is being read, so slow clients cannot
+   starve the others.
 4. Whatever answers 4xx/5xx below the guard (BentoML's own errors, unknown routes) is rewritten
-   into the same body shape.
+   into the same body shape. (uvicorn's own 400 for a request that is not HTTP at all, and the
+   header timeout of `serving/timeouts.py`, which closes the connection, never reach the guard.)
 Valid bodies are re-serialised from the validated model before BentoML sees them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import re
+from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -30,6 +36,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from kazstance.predictor import Prediction
 from kazstance.text import clean, split_sentences
 from serving import settings
 
@@ -168,14 +175,19 @@ class RequestGuard:
         self.waiting = 0
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket" and self.api_key is not None:
+            return await send({"type": "websocket.close", "code": 1008})  # no WebSocket route takes a key
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if not self._authorised(scope["path"], headers):
+        if not self._authorised(scope):
             return await _answer(send, 401, "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
-                                 {"www-authenticate": "Bearer"})
+                                 {"www-authenticate": "Bearer", **CLOSE})
         if scope["method"] != "POST" or scope["path"] not in SCHEMAS:
             return await self.app(scope, receive, _uniform_errors(send))
+        body = await self._body(scope, receive, send)
+        if body is None:  # answered already
+            return
+        # Only requests that passed every check wait for a slot; reading a slow body holds none.
         if self.waiting >= settings.MAX_QUEUE and self.running.locked():
             return await _answer(send, 429, "too many requests in flight; retry shortly", {"retry-after": "1"})
         self.waiting += 1
@@ -184,26 +196,33 @@ class RequestGuard:
         finally:
             self.waiting -= 1
         try:
-            return await self._json_api(scope, receive, send, headers)
+            return await self.app(_with_length(scope, len(body)), _replay(body, receive), _uniform_errors(send))
         finally:
             self.running.release()
 
-    def _authorised(self, path: str, headers: dict[str, str]) -> bool:
+    def _authorised(self, scope) -> bool:
+        path = scope["path"]
         if self.api_key is None or path in OPEN_PATHS or (path == "/metrics" and settings.METRICS_PUBLIC):
             return True
-        bearer = headers.get("authorization", "")
-        offered = bearer[7:].strip() if bearer[:7].lower() == "bearer " else headers.get("x-api-key", "")
-        return hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), self.api_key.encode("utf-8"))
+        headers = dict((k.lower(), v) for k, v in scope["headers"])  # raw bytes: a key may be any UTF-8
+        bearer = headers.get(b"authorization", b"")
+        offered = bearer[7:].strip() if bearer[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
+        return hmac.compare_digest(offered, self.api_key.encode("utf-8"))
 
-    async def _json_api(self, scope, receive, send, headers: dict[str, str]):
+    async def _body(self, scope, receive, send) -> bytes | None:
+        """The validated, re-serialised body of a JSON API request, or None once an error is sent.
+        An answer sent before the whole body came in closes the connection (`connection: close`),
+        so a client cannot keep trickling bytes into a connection that has been answered."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
-            return await _answer(send, 415, f"content type must be application/json, got {content_type or 'none'!r}")
+            await _answer(send, 415, f"content type must be application/json, got {content_type or 'none'!r}", CLOSE)
+            return None
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            return await _answer(send, 413, f"request body over {self.max_bytes} bytes")
+            await _answer(send, 413, f"request body over {self.max_bytes} bytes", CLOSE)
+            return None
 
-        # Read the whole (bounded) body within the body timeout, check it, then replay it to BentoML.
         chunks, size, more = [], 0, True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.BODY_TIMEOUT_S
@@ -211,32 +230,68 @@ class RequestGuard:
             try:
                 message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.001))
             except asyncio.TimeoutError:
-                return await _answer(send, 408, f"request body not received within {settings.BODY_TIMEOUT_S:g} s")
+                await _answer(send, 408, f"request body not received within {settings.BODY_TIMEOUT_S:g} s", CLOSE)
+                return None
             if message["type"] == "http.disconnect":
-                return
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                return await _answer(send, 413, f"request body over {self.max_bytes} bytes")
+                await _answer(send, 413, f"request body over {self.max_bytes} bytes", CLOSE)
+                return None
             chunks.append(chunk)
             more = message.get("more_body", False)
+        body = b"".join(chunks)
         try:
-            body = parse_request(scope["path"], b"".join(chunks))
+            # Parsing and validating megabytes takes a while: off the event loop, which serves everyone.
+            parse = functools.partial(parse_request, scope["path"], body)
+            return await asyncio.to_thread(parse) if len(body) > 65536 else parse()
         except ValueError as err:
-            return await _answer(send, 400, str(err))
+            await _answer(send, 400, str(err))
+            return None
 
-        replayed = False
 
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+CLOSE = {"connection": "close"}
 
-        scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
-                 + [(b"content-length", str(len(body)).encode())]}
-        return await self.app(scope, replay, _uniform_errors(send))
+
+def _with_length(scope, length: int) -> dict:
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+    return {**scope, "headers": headers + [(b"content-length", str(length).encode())]}
+
+
+def _replay(body: bytes, receive):
+    """An ASGI `receive` that gives `body` once, then defers to the real one (disconnects)."""
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def answer(prediction: "Prediction | Exception") -> dict:
+    """What the model service returns for one text (`Predictor.predict_each`'s item)."""
+    if isinstance(prediction, Exception):
+        # A text the predictor refuses (ValueError) is the client's; anything else is the server's.
+        return {"error": f"{type(prediction).__name__}: {prediction}", "client_error": isinstance(prediction, ValueError)}
+    return asdict(prediction)
+
+
+def check_results(results: list[dict], field: str) -> None:
+    """Raise for the first text the model service could not score: its input's fault (400) or the
+    server's (503, retry), named by its index. The texts of other requests batched with it are
+    unaffected either way."""
+    from bentoml.exceptions import BadInput, ServiceUnavailable
+
+    for i, result in enumerate(results):
+        if "error" in result:
+            if result.get("client_error"):
+                raise BadInput(f"{field}[{i}]: {result['error']}")
+            raise ServiceUnavailable(f"{field}[{i}] could not be scored ({result['error']}); retry later")
 
 
 def _uniform_errors(send):

@@ -32,8 +32,9 @@ def resolve_tag(model: str) -> str:
 def serve_forever(model: str, host: str, port: int, backend: str, workers: int, threads: int | None,
                   api_key_file: Path | None = None, metrics_public: bool = False) -> None:
     tag = resolve_tag(model)
-    env = {"KAZSTANCE_MODEL": tag, "KAZSTANCE_BACKEND": backend, "KAZSTANCE_WORKERS": str(workers),
-           "KAZSTANCE_METRICS_PUBLIC": "1" if metrics_public else "0"}
+    env = {"KAZSTANCE_MODEL": tag, "KAZSTANCE_BACKEND": backend, "KAZSTANCE_WORKERS": str(workers)}
+    if metrics_public:  # otherwise a KAZSTANCE_METRICS_PUBLIC already set stands
+        env["KAZSTANCE_METRICS_PUBLIC"] = "1"
     if threads:
         env["KAZSTANCE_THREADS"] = str(threads)
     if api_key_file:

@@ -339,6 +339,8 @@ class _Limited(io.RawIOBase):
         return True
 
     def seekable(self) -> bool:
+        # gzip, bz2 and lzma streams seek backwards by decompressing again from the start: a
+        # Parquet file inside one is read in a few passes, each within the limits.
         return _seekable(self.inner)
 
     def tell(self) -> int:
@@ -525,6 +527,8 @@ def _make(source: str, number: int, text: object, record_id: object, fields: Fie
         record.error = f"missing text field {fields.text!r}"
     elif not isinstance(text, str):
         record.error = f"text field {fields.text!r} is not a string"
+    elif len(text) > MAX_DOCUMENT_BYTES:  # a Parquet cell or JSON string has no line limit of its own
+        record.error = f"text longer than {MAX_DOCUMENT_BYTES:,} characters"
     elif "\0" in text:
         record.error = "text contains NUL characters (binary data, or UTF-16 without a byte-order mark?)"
     else:
@@ -655,11 +659,11 @@ def _read_delimited(stream: IO[bytes], source: str, fields: Fields, encoding: st
             id_col = header.index(fields.id) if fields.id in header else None
             continue
         number += 1
-        if reason is None and len(row) != len(header):
-            reason = f"malformed CSV row: {len(row)} fields, the header has {len(header)}"
         if reason:
-            lines.give_back()  # only the first line is lost; the next ones are records again
+            lines.give_back()  # a broken quote: only its first line is lost; the next ones are records again
             yield _error(source, reason, number)
+        elif len(row) != len(header):  # parsed as one record: it is one error row, lines and all
+            yield _error(source, f"malformed CSV row: {len(row)} fields, the header has {len(header)}", number)
         elif any(_SURROGATE.search(field) for field in row):
             yield _error(source, _invalid(encoding), number)
         else:

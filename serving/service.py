@@ -12,6 +12,7 @@ cannot read costs only its own request, never the other requests batched with it
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -23,12 +24,22 @@ from pydantic import Field
 
 from kazstance.documents import aggregate
 from kazstance.modeling import ModelRef
-from kazstance.predictor import Prediction, Predictor
+from kazstance.predictor import Prediction, Predictor, count_windows
 from kazstance.text import split_sentences
 from serving import settings, timeouts
-from serving.http import Document, RequestGuard, Text, metadata_app, model_metadata
+from serving.http import Document, RequestGuard, Text, answer, check_results, metadata_app, model_metadata
 
 timeouts.install()
+
+
+def window_tokenizer(path: Path):
+    """The model's tokenizer, to count a request's windows in this process; None for the TF-IDF
+    baseline, which reads any length."""
+    if not (path / "tokenizer_config.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
 
 
 # BentoML's inter-service client replaces its connection pool every `max_requests` calls (default
@@ -45,10 +56,9 @@ class StanceModel:
 
     @bentoml.api(batchable=True, max_batch_size=settings.MAX_BATCH_SIZE, max_latency_ms=settings.MAX_LATENCY_MS)
     def classify(self, texts: list[str]) -> list[dict]:
-        """One dict per text: a prediction, or {"error": ...} for a text that could not be scored.
-        A batch holds other clients' texts, so one failure must not fail the batch."""
-        return [{"error": f"{type(p).__name__}: {p}"} if isinstance(p, Exception) else asdict(p)
-                for p in self.predictor.predict_each(texts)]
+        """One dict per text: a prediction, or {"error", "client_error"} for a text that could not be
+        scored. A batch holds other clients' texts, so one failure must not fail the batch."""
+        return [answer(p) for p in self.predictor.predict_each(texts)]
 
 
 @bentoml.service(name="kazstance", traffic={"timeout": 120})
@@ -58,6 +68,17 @@ class KazStance:
 
     def __init__(self) -> None:
         self.metadata = model_metadata(settings.MODEL_TAG)
+        self.tokenizer = window_tokenizer(Path(bentoml.models.get(settings.MODEL_TAG).path))
+
+    async def check_windows(self, texts: list[str], field: str) -> None:
+        """Refuse a request that would take more than MAX_WINDOWS model windows (long texts take
+        several), before any model work: one request must not hold the model for minutes."""
+        if self.tokenizer is None:
+            return
+        count = await asyncio.to_thread(count_windows, self.tokenizer, self.metadata["max_tokens"], texts)
+        if count > settings.MAX_WINDOWS:
+            raise BadInput(f"{field}: {count} model windows of {self.metadata['max_tokens']} tokens; the limit per "
+                           f"request is {settings.MAX_WINDOWS}: send fewer or shorter texts")
 
     async def classify(self, texts: list[str]) -> list[dict]:
         """Call the model service; a dropped connection is retried (classification is idempotent)."""
@@ -70,14 +91,13 @@ class KazStance:
 
     async def classify_checked(self, texts: list[str], field: str) -> list[dict]:
         results = await self.classify(texts)
-        for i, result in enumerate(results):
-            if "error" in result:
-                raise BadInput(f"{field}[{i}]: could not be scored: {result['error']}")
+        check_results(results, field)
         return results
 
     @bentoml.api(route="/predict")
     async def predict(self, texts: Annotated[list[Text], Field(min_length=1, max_length=settings.MAX_TEXTS)]) -> dict:
         """Stance of each statement, in input order."""
+        await self.check_windows(texts, "texts")
         predictions = await self.classify_checked(texts, "texts")
         return {"model": self.metadata["model"], "predictions": predictions}
 
@@ -85,6 +105,7 @@ class KazStance:
     async def predict_document(self, text: Document) -> dict:
         """Sentence-level stances plus the document's stance and the sentences behind it."""
         sentences = split_sentences(text)  # the guard has checked there are some, and not too many
+        await self.check_windows(sentences, "text")
         predictions = [Prediction(**p) for p in await self.classify_checked(sentences, "sentences")]
         label, scores, evidence = aggregate(predictions, tuple(self.metadata["labels"]))
         return {

@@ -11,6 +11,7 @@
 | KAZSTANCE_MAX_BATCH_SIZE | 256 | adaptive batching: most texts in one forward batch |
 | KAZSTANCE_MAX_LATENCY_MS | 30000 | adaptive batching: latency budget before shedding load |
 | KAZSTANCE_MAX_REQUEST_BYTES | 10485760 | request bodies above this get 413 |
+| KAZSTANCE_MAX_WINDOWS | 2048 | most model windows one request may take (long texts take several) |
 | KAZSTANCE_API_KEY | (none) | when set, every route but /livez, /readyz (and public /metrics) needs it |
 | KAZSTANCE_API_KEY_FILE | (none) | a file holding the key (`kazstance serve --api-key-file`) |
 | KAZSTANCE_METRICS_PUBLIC | 0 | 1: /metrics stays open when a key is required |
@@ -42,6 +43,9 @@ MAX_LATENCY_MS = _int("KAZSTANCE_MAX_LATENCY_MS", 30_000)
 MAX_REQUEST_BYTES = _int("KAZSTANCE_MAX_REQUEST_BYTES", 10 * 1024 * 1024)
 
 
+# A request's work: 256 short statements are 256 windows, the largest document (2,000 sentences)
+# about 2,000, but 256 texts of 5,000 characters would be ~3,500: past this, 400.
+MAX_WINDOWS = _int("KAZSTANCE_MAX_WINDOWS", 2048)
 MAX_CONCURRENCY = _int("KAZSTANCE_MAX_CONCURRENCY", 64)
 MAX_QUEUE = _int("KAZSTANCE_MAX_QUEUE", 512)
 HEADER_TIMEOUT_S = float(os.environ.get("KAZSTANCE_HEADER_TIMEOUT_S", 10))
@@ -52,6 +56,8 @@ METRICS_PUBLIC = os.environ.get("KAZSTANCE_METRICS_PUBLIC", "0").lower() in ("1"
 def api_key() -> str | None:
     """The key clients must send, from KAZSTANCE_API_KEY or the file KAZSTANCE_API_KEY_FILE names."""
     key = os.environ.get("KAZSTANCE_API_KEY")
+    if key and os.environ.get("KAZSTANCE_API_KEY_FILE"):
+        raise ValueError("both KAZSTANCE_API_KEY and an API key file are set: keep one")
     if not key and os.environ.get("KAZSTANCE_API_KEY_FILE"):
         key = open(os.environ["KAZSTANCE_API_KEY_FILE"], encoding="utf-8").read().strip()
         if not key:
@@ -68,5 +74,5 @@ def threads_per_worker() -> int:
 def limits() -> dict:
     return {"max_texts": MAX_TEXTS, "max_chars": MAX_CHARS, "max_document_chars": MAX_DOCUMENT_CHARS,
             "max_sentences": MAX_SENTENCES, "max_batch_size": MAX_BATCH_SIZE, "max_latency_ms": MAX_LATENCY_MS,
-            "max_request_bytes": MAX_REQUEST_BYTES, "max_concurrency": MAX_CONCURRENCY, "max_queue": MAX_QUEUE,
+            "max_request_bytes": MAX_REQUEST_BYTES, "max_windows": MAX_WINDOWS, "max_concurrency": MAX_CONCURRENCY, "max_queue": MAX_QUEUE,
             "header_timeout_s": HEADER_TIMEOUT_S, "body_timeout_s": BODY_TIMEOUT_S}

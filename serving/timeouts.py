@@ -8,7 +8,9 @@ by the request guard (`serving/http.py`).
 
 BentoML builds uvicorn's config with `http="auto"`; `install()` points "auto" at this class in the
 API server process (uvicorn resolves the name when the server starts, after the service module
-is imported). It is uvicorn's h11 protocol otherwise unchanged.
+is imported). It is uvicorn's h11 protocol otherwise unchanged; where httptools is installed,
+uvicorn's "auto" would have picked that faster parser, and this choice gives it up for the timeout
+(h11 is what this project installs).
 """
 
 from __future__ import annotations

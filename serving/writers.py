@@ -21,8 +21,8 @@ to after a kill (its footer is written last), so every format uses the same prot
 CSV output is meant to be opened in spreadsheets, which run a cell starting with `=`, `+`, `-`,
 `@`, tab or carriage return as a formula (CSV injection: a scored text could call out or alter
 the sheet). So, by default, every text cell starting with one of these gets a leading `'`
-(OWASP's advice), which spreadsheets show as text; numbers (scores, record numbers) are never
-touched. `escape_formulas=False` (`--no-escape-formulas`) writes the texts unchanged; Parquet
+(OWASP's advice), which spreadsheets show as text; numbers (scores, record numbers) and text
+cells that are just a number (ids such as `-42` or `+77011234567`) are never touched. `escape_formulas=False` (`--no-escape-formulas`) writes the texts unchanged; Parquet
 and JSONL always do.
 """
 
@@ -43,6 +43,9 @@ PROGRESS = "progress.json"
 ROW_GROUP_BYTES = 8 << 20
 ROW_GROUP_ROWS = 64 * 1024
 FORMULA_START = r"^[=+\-@\t\r]"  # OWASP's list of what makes a spreadsheet cell a formula
+# A cell that is just a number (an id like -42 or +77011234567) is read as that number, not run:
+# it stays as it is, so ids still join with their source.
+PLAIN_NUMBER = r"^[+-]?[0-9]+([.,][0-9]+)?([eE][+-]?[0-9]+)?$"
 
 
 class ResumeError(RuntimeError):
@@ -196,9 +199,10 @@ def _escape_formulas(table: pa.Table) -> pa.Table:
 
     for i, field in enumerate(table.schema):
         if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
-            escaped = pc.replace_substring_regex(table.column(i), pattern=FORMULA_START, replacement="'\\0",
-                                                 max_replacements=1)
-            table = table.set_column(i, field, escaped)
+            column = table.column(i)
+            escaped = pc.replace_substring_regex(column, pattern=FORMULA_START, replacement="'\\0", max_replacements=1)
+            number = pc.fill_null(pc.match_substring_regex(column, PLAIN_NUMBER), False)
+            table = table.set_column(i, field, pc.if_else(number, column, escaped))
     return table
 
 

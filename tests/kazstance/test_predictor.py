@@ -122,10 +122,19 @@ def test_predict_each_isolates_a_text_that_cannot_be_predicted(tiny_model_dir):
     from kazstance.predictor import EmptyText
 
     good, bad, also_good = Predictor.from_dir(tiny_model_dir).predict_each(["ok", "\u200b\u00ad", "TikTok"])
-    assert isinstance(bad, EmptyText)
+    assert isinstance(bad, EmptyText) and "text 1 is empty" in str(bad)  # its own index, not the retry's
     assert good.label and also_good.label
 
 
 def test_unpaired_surrogates_are_replaced_before_the_tokenizer(tiny_model_dir):
     prediction = Predictor.from_dir(tiny_model_dir).predict(["TikTok \udcd0 бұғаттау"])[0]
     assert prediction.label in ("support", "oppose", "neutral")
+
+
+def test_count_windows_agrees_with_the_windows_read(tiny_model_dir):
+    from kazstance.predictor import count_windows
+
+    predictor = Predictor.from_dir(tiny_model_dir)
+    texts = [LONG, "қысқа", LONG[:300]]
+    expected = len(predictor.windows(texts).pieces)
+    assert count_windows(predictor.backend.tokenizer, predictor.backend.max_length, texts) == expected > 3

@@ -308,7 +308,7 @@ def test_an_unknown_or_non_text_encoding_name_is_refused():
     from serving.encodings import check_encoding
 
     assert check_encoding("CP1251") == "cp1251" and check_encoding("koi8_r") == "koi8-r"
-    for bad in ("cp9999", "base64"):
+    for bad in ("cp9999", "base64", "unicode_escape"):
         with pytest.raises(ValueError, match=repr(bad)):
             check_encoding(bad)
 
@@ -414,13 +414,13 @@ def test_a_quoted_field_may_span_only_so_many_lines_and_legitimate_ones_still_re
     assert [r.error for r in records[2:4]] == ["malformed CSV row: 1 fields, the header has 2"] * 2
 
 
-def test_a_multi_line_record_with_the_wrong_field_count_costs_only_its_first_line(tmp_path):
+def test_a_well_quoted_multi_line_record_with_the_wrong_field_count_is_one_error_row(tmp_path):
     path = tmp_path / "fields.csv"
     path.write_text('id,text\n1,"a\nb",extra\n2,fine\n', encoding="utf-8")
     records = read_all(path)
-    assert [r.record for r in records] == [1, 2, 3]
+    assert [r.record for r in records] == [1, 2]  # its second line is not read again as a record
     assert records[0].error == "malformed CSV row: 3 fields, the header has 2"
-    assert records[2].text == "fine"
+    assert records[1].text == "fine"
 
 
 def test_tsv_quotes_are_text_unless_tsv_quotes_is_set(tmp_path):
@@ -586,3 +586,16 @@ def test_a_huge_parquet_row_group_is_read_in_bounded_pieces(tmp_path, monkeypatc
 def read_all_lazily(path: Path):
     for file in expand_inputs([path]):
         yield from read_input(file, Fields())
+
+
+def test_a_text_over_the_document_limit_is_an_error_row_whatever_the_format(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import serving.readers as readers
+
+    monkeypatch.setattr(readers, "MAX_DOCUMENT_BYTES", 1000)
+    path = tmp_path / "cells.parquet"
+    pq.write_table(pa.table({"text": ["ә" * 1001, "ok"], "id": ["big", "small"]}), path)
+    big, small = read_all(path)
+    assert big.error == "text longer than 1,000 characters" and small.text == "ok"

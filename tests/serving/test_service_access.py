@@ -55,7 +55,7 @@ def test_probes_stay_open_and_metadata_and_metrics_need_the_key(server):
 
 
 def test_past_the_concurrency_cap_and_queue_requests_get_429_and_the_rest_succeed(server):
-    heavy = ["ә" * 5000] * 256  # long enough that one request is still running when the others arrive
+    heavy = ["ә" * 700] * 128  # 2,048 windows, the most a request may take: still running when the others arrive
     with ThreadPoolExecutor(max_workers=8) as pool:
         responses = list(pool.map(lambda _: predict(server, {"X-API-Key": KEY}, heavy), range(8)))
     statuses = [r.status_code for r in responses]
@@ -94,8 +94,25 @@ def test_a_body_that_does_not_arrive_in_time_gets_408(server):
         while b'"status": 408}' not in answer and (more := conn.recv(4096)):  # the body may come in its own packet
             answer += more
         assert answer.startswith(b"HTTP/1.1 408"), answer
-        assert b'"status": 408' in answer
+        assert b'"status": 408' in answer and b"connection: close" in answer.lower()
+        conn.sendall(b"more bytes, trickled in after the answer")
+        assert conn.recv(1024) == b""  # the server hung up: a late body cannot keep the connection
         assert time.perf_counter() - began < 10
+
+
+def test_slow_bodies_hold_no_place_in_the_concurrency_cap(server):
+    # The cap is one request running and one waiting: five clients trickling their bodies must
+    # not keep a normal request out.
+    slow = [_connect(server) for _ in range(5)]
+    try:
+        for conn in slow:
+            conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"X-API-Key: " + KEY.encode() + b"\r\nContent-Length: 100\r\n\r\n{")
+        time.sleep(0.3)
+        assert predict(server, {"X-API-Key": KEY}).status_code == 200
+    finally:
+        for conn in slow:
+            conn.close()
 
 
 def test_metrics_can_be_left_public_while_the_api_needs_the_key(monkeypatch):
@@ -132,3 +149,18 @@ def test_metadata_shows_base_model_names_not_server_paths(configured, shown):
     from serving.http import display_name
 
     assert display_name(configured) == shown
+
+
+@pytest.mark.parametrize("error, client_error, status", [(ValueError("text 0 is empty"), True, 400),
+                                                         (RuntimeError("out of memory"), False, 503)])
+def test_a_text_the_model_cannot_score_fails_its_request_with_whose_fault_it_is(error, client_error, status):
+    from bentoml.exceptions import BentoMLException
+
+    from kazstance.predictor import Prediction
+    from serving.http import answer, check_results
+
+    results = [answer(Prediction("neutral", {"neutral": 1.0})), answer(error)]
+    assert results[1]["client_error"] is client_error and "label" in results[0]
+    with pytest.raises(BentoMLException) as raised:
+        check_results(results, "texts")
+    assert raised.value.error_code.value == status and "texts[1]" in str(raised.value)

@@ -36,6 +36,9 @@ CASES = {
     "empty list": ("/predict", "POST", body({"texts": []}), JSON, 400, "texts: List should have at least 1 item"),
     "257 texts": ("/predict", "POST", body({"texts": ["ok"] * 257}), JSON, 400, "texts: List should have at most 256"),
     "5001 characters": ("/predict", "POST", body({"texts": ["ok", "x" * 5001]}), JSON, 400, "texts[1]: String should have at most 5000"),
+    # 32 texts of 3,000 characters, a token each for the tiny model: ~67 windows of 64 tokens apiece.
+    "more windows than a request may take": ("/predict", "POST", body({"texts": ["jk" * 1500] * 32}), JSON, 400,
+                                             "model windows of 64 tokens; the limit per request is 2048"),
     "unknown field": ("/predict", "POST", body({"texts": ["ok"], "lang": "kk"}), JSON, 400, "lang: unknown field"),
     "lone surrogate": ("/predict", "POST", b'{"texts": ["\\udcd0"]}', JSON, 400, "texts[0]"),
     "NaN for texts": ("/predict", "POST", b'{"texts": NaN}', JSON, 400, "texts"),
