@@ -447,8 +447,7 @@ def variant_contenders(ref_path: Path, int8, threads: int) -> dict:
                          f"{shipped}, basic optimisation": (files[shipped], "basic", SLOW_FUSIONS)})
         for name, (file, level, disabled) in sessions.items():
             backend = copy.copy(int8.backend)
-            backend.session = make_session(file, threads, level, disabled)  # loads the file: the folder may go
-            backend.slice_session = make_session(file, 1, level, disabled) if threads > 1 else backend.session
+            backend.session = make_session(file, 1, level, disabled)  # loads the file: the folder may go
             backend._pool = None
             contenders[name] = Predictor(backend=backend, name=int8.name, temperature=int8.temperature)
     return contenders

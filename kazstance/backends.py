@@ -18,7 +18,7 @@ import numpy as np
 
 from .modeling import load_transformer
 
-BACKENDS = ("torch", "bf16", "int8")
+BACKENDS = ("auto", "torch", "bf16", "int8")  # auto: see kazstance/backend_choice.py
 TFIDF_FILES = ("tfidf.json", "tfidf.safetensors")
 
 

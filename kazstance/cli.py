@@ -23,7 +23,8 @@ app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
 MODEL_HELP = "A model folder or a BentoML tag."
-BACKEND_HELP = "Inference backend: torch (fp32) or int8 (ONNX Runtime, after `kazstance export`)."
+BACKEND_HELP = ("Inference backend: auto (the fastest with fp32's predictions on this CPU, measured once and "
+                "cached), torch (fp32), bf16 (bf16 CPUs) or int8 (ONNX Runtime, after `kazstance export`).")
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -2,8 +2,9 @@
 
 It owns reading the artefact that `kazstance export` writes beside a model (`model.int8.onnx`,
 plus `model.int8.json` saying which weights it was made from) and turning a batch of texts into
-logits with it. Weights are int8 (per output channel), activations are quantised per batch at run
-time (dynamic quantisation), so AVX-512 VNNI does the matrix products. Nothing is unpickled: the
+logits with it. Weights are int8 (per output channel), activations are quantised at run time
+(dynamic quantisation) per text, each text run on its own, so a text's probabilities never depend
+on the batch it came in; AVX-512 VNNI does the matrix products. Nothing is unpickled: the
 artefact is an ONNX protobuf, the tokenizer and label names come from the model folder as for
 the fp32 backend. A missing or stale artefact fails with the command that fixes it.
 """
@@ -21,9 +22,6 @@ from .modeling import ModelNotFound
 
 ARTEFACT = "model.int8.onnx"
 SIDECAR = "model.int8.json"  # what the artefact was made from, and how
-
-
-MIN_SLICE = 4  # statements per thread below which a batch runs whole on one thread
 
 
 class Int8ArtefactMissing(ModelNotFound):
@@ -68,16 +66,14 @@ class Int8Backend:
         self.labels = tuple(config.id2label[i] for i in range(config.num_labels))
         self.max_length = max_length
 
-        # The predictor pins threads through torch (`set_threads`); follow it, so `threads=` and
-        # KAZSTANCE_THREADS mean the same for both backends. A batch big enough to share is cut
-        # into one slice per thread, each run on a one-thread session (ONNX Runtime sessions take
-        # concurrent calls): int8 matrix products are short enough that threads sharing each one
-        # mostly wait for each other. Measured at batch 32 on two cores: 266 statements/s sliced
-        # against 235 in one two-thread call. A small batch (one request's statement) keeps every
-        # thread on it, for latency.
+        # Batch invariance: ONNX Runtime's dynamic quantisation takes one activation scale per
+        # tensor, so in a padded batch a text's probabilities would move with its neighbours (an
+        # HTTP answer with other clients' traffic, a resumed scoring run with its chunking; 1.49 in
+        # a logit was seen). So every text runs alone, unpadded, on a one-thread session: its
+        # numbers are a function of the text only, whatever the batch or --threads. The cores
+        # are used by running texts side by side (ONNX Runtime sessions take concurrent calls).
         self.threads = threads or _torch_threads()
-        self.session = make_session(path / ARTEFACT, self.threads)
-        self.slice_session = make_session(path / ARTEFACT, 1) if self.threads > 1 else self.session
+        self.session = make_session(path / ARTEFACT, 1)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self._pool = None
 
@@ -85,17 +81,13 @@ class Int8Backend:
         return token_counts(self.tokenizer, texts, self.max_length)
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        parts = min(self.threads, len(texts) // MIN_SLICE)
-        if parts <= 1:
-            return self._run(self.session, texts)
+        if self.threads == 1 or len(texts) == 1:
+            return np.vstack([self._run(self.session, [text]) for text in texts])
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="kazstance-int8")
-        # Contiguous slices: the predictor's batches are sorted by length, so each slice also pads less.
-        bounds = np.linspace(0, len(texts), parts + 1).astype(int)
-        futures = [self._pool.submit(self._run, self.slice_session, texts[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-        return np.vstack([f.result() for f in futures])
+        return np.vstack(list(self._pool.map(lambda text: self._run(self.session, [text]), texts)))
 
     def _run(self, session, texts: list[str]) -> np.ndarray:
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")

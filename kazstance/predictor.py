@@ -72,6 +72,8 @@ class Predictor:
     meta: dict = field(default_factory=dict)
     batch_size: int = 32
     path: Path | None = None  # the model folder (None for a predictor built by hand); its hash is the model's identity
+    backend_name: str = "torch"  # what `backend` is; with backend="auto", what was chosen
+    backend_choice: dict | None = None  # with backend="auto": the measurements behind the choice
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -92,11 +94,17 @@ class Predictor:
                  batch_size: int = 32) -> "Predictor":
         set_threads(threads)
         meta = ref.meta
+        choice = None
+        if backend == "auto":
+            from .backend_choice import choose
+
+            choice = choose(ref.path, int(meta.get("max_length", 256)), threads)
+            backend = choice["backend"]
         impl = open_backend(ref.path, backend, int(meta.get("max_length", 256)))
         # The int8 artefact may carry a temperature fitted on its own logits (`kazstance export`).
         temperature = getattr(impl, "info", {}).get("temperature", meta.get("temperature", 1.0))
         return cls(backend=impl, name=ref.name, temperature=float(temperature), meta=meta, batch_size=batch_size,
-                   path=ref.path)
+                   path=ref.path, backend_name=backend, backend_choice=choice)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Raw (uncalibrated) logits of each text's first window, shape [len(texts), len(labels)].

@@ -101,8 +101,9 @@ def model_metadata(tag: str) -> dict:
         id2label = json.loads((Path(model.path) / "tfidf.json").read_text(encoding="utf-8"))["id2label"]
     temperature = meta.get("temperature")
     sidecar = Path(model.path) / SIDECAR
-    if settings.BACKEND == "int8" and sidecar.is_file():  # the int8 artefact may be calibrated on its own
-        temperature = json.loads(sidecar.read_text(encoding="utf-8")).get("temperature", temperature)
+    # The int8 artefact may be calibrated on its own.
+    int8_temperature = json.loads(sidecar.read_text(encoding="utf-8")).get("temperature", temperature) \
+        if sidecar.is_file() else temperature
     return {
         "model": str(model.tag),
         "base_model": display_name(meta.get("base_model")),
@@ -111,14 +112,31 @@ def model_metadata(tag: str) -> dict:
         "data_fingerprint": meta.get("data_fingerprint"),
         "metrics": meta.get("metrics", {}),
         "temperature": temperature,
-        "backend": settings.BACKEND,
+        "int8_temperature": int8_temperature,
         "limits": settings.limits(),
         "auth": settings.api_key() is not None,
     }
 
 
 async def metadata(request) -> JSONResponse:
-    return JSONResponse(model_metadata(settings.MODEL_TAG))
+    backend = serving_backend(settings.MODEL_TAG)
+    meta = {**model_metadata(settings.MODEL_TAG), "backend": backend}
+    if (backend if isinstance(backend, str) else backend["auto"]) == "int8":
+        meta["temperature"] = meta["int8_temperature"]
+    return JSONResponse(meta)
+
+
+def serving_backend(tag: str) -> str | dict:
+    """The backend the model service runs: as configured, or, for `auto`, what it chose (it
+    decides at start-up, in its own process, and caches the decision where this reads it)."""
+    if settings.BACKEND != "auto":
+        return settings.BACKEND
+    import bentoml
+
+    from kazstance.backend_choice import cached_choice
+
+    choice = cached_choice(Path(bentoml.models.get(tag).path), settings.threads_per_worker())
+    return {"auto": choice["backend"], "measured": choice["measured"]} if choice else "auto (deciding)"
 
 
 metadata_app = Starlette(routes=[Route("/metadata", metadata, methods=["GET"])])

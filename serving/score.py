@@ -244,7 +244,7 @@ def fingerprint(files: list[InputFile], options: ScoreOptions, predictor: "Predi
     csv = output_format(output) == "csv"
     return {"inputs": [[str(f.path), f.size, f.mtime_ns] for f in files], "model": predictor.name,
             "model_weights": content_hash(predictor.path) if predictor.path else None,
-            "labels": list(predictor.labels), "backend": options.backend, "unit": options.unit,
+            "labels": list(predictor.labels), "backend": predictor.backend_name, "unit": options.unit,
             "text_field": options.text_field, "id_field": options.id_field, "keep_text": options.keep_text,
             "format": output_format(output), "escape_formulas": options.escape_formulas and csv,
             # How the inputs are read decides which rows exist and what they hold.

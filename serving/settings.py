@@ -3,7 +3,7 @@
 | variable | default | meaning |
 |---|---|---|
 | KAZSTANCE_MODEL | kazstance:latest | BentoML model tag to serve |
-| KAZSTANCE_BACKEND | torch | predictor backend: torch (fp32) or int8 |
+| KAZSTANCE_BACKEND | torch | predictor backend: torch (fp32), bf16, int8 or auto |
 | KAZSTANCE_WORKERS | 1 | model worker processes |
 | KAZSTANCE_THREADS | cores / workers | torch threads per model worker |
 | KAZSTANCE_MAX_CHARS | 5000 | longest statement accepted by /predict |

@@ -102,6 +102,9 @@ def test_int8_gets_its_own_temperature_fitted_on_labelled_statements(model_copy,
     assert Predictor.load(model_copy, backend="int8").temperature == pytest.approx(info["temperature"])
     fp32_temperature = json.loads((model_copy / "kazstance.json").read_text()).get("temperature", 1.0)
     assert Predictor.load(model_copy).temperature == pytest.approx(fp32_temperature)  # fp32 keeps its own
+    int8, fp32 = (Predictor.load(model_copy, backend=b).predict(SAMPLE_TEXTS) for b in ("int8", "torch"))
+    agreement = sum(a.label == b.label for a, b in zip(int8, fp32)) / len(SAMPLE_TEXTS)
+    assert info["validation_label_agreement"] == pytest.approx(agreement)  # what `--backend auto` trusts
 
 
 def test_an_artefact_without_a_temperature_keeps_the_models(model_copy, tmp_path):

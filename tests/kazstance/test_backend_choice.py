@@ -1,0 +1,69 @@
+"""`--backend auto`: measured once per CPU and model, never a backend that disagrees with fp32."""
+
+from __future__ import annotations
+
+import pytest
+
+from kazstance import backend_choice
+from kazstance.predictor import Predictor
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAZSTANCE_CACHE", str(tmp_path / "cache"))
+
+
+def test_auto_picks_a_measured_candidate_and_reports_it(tiny_model_dir):
+    predictor = Predictor.load(tiny_model_dir, backend="auto", threads=1)
+    choice = predictor.backend_choice
+    assert predictor.backend_name == choice["backend"] in backend_choice.candidates(tiny_model_dir)
+    assert isinstance(choice["measured"]["torch"], float) and choice["measured"]["torch"] > 0
+    assert choice["measured"][choice["backend"]] == max(v for v in choice["measured"].values() if isinstance(v, float))
+
+
+def test_the_choice_is_cached_per_cpu_and_model(tiny_model_dir, monkeypatch):
+    first = backend_choice.choose(tiny_model_dir, 64, threads=1)
+
+    def measure_again(*args):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(backend_choice, "_measure", measure_again)
+    assert backend_choice.choose(tiny_model_dir, 64, threads=1) == first
+    assert backend_choice.cached_choice(tiny_model_dir, threads=1) == first
+
+
+class Disagreeing:
+    """Fast, and wrong: fp32's logits in reverse order."""
+
+    def __init__(self, inner):
+        self.inner, self.labels, self.tokenizer, self.max_length = inner, inner.labels, inner.tokenizer, inner.max_length
+
+    def lengths(self, texts):
+        return self.inner.lengths(texts)
+
+    def logits(self, texts):
+        return self.inner.logits(texts)[:, ::-1].copy()
+
+
+def test_a_backend_that_disagrees_with_fp32_is_never_chosen(tiny_model_dir, monkeypatch):
+    import kazstance.backends as backends
+
+    real = backends.open_backend
+    monkeypatch.setattr(backends, "open_backend",
+                        lambda path, name, n: Disagreeing(real(path, "torch", n)) if name == "bf16" else real(path, name, n))
+    monkeypatch.setattr(backend_choice, "candidates", lambda path: ["torch", "bf16"])
+    choice = backend_choice.choose(tiny_model_dir, 64, threads=1)
+    assert choice["backend"] == "torch"
+    assert choice["measured"]["bf16"].startswith("out: differs from fp32")
+
+
+@pytest.mark.parametrize("agreement, eligible", [(0.995, True), (0.97, False), (None, True)])
+def test_int8_is_a_candidate_only_if_it_agreed_with_fp32_at_export(tmp_path, agreement, eligible):
+    import json
+
+    from kazstance.int8 import ARTEFACT, SIDECAR
+
+    (tmp_path / ARTEFACT).write_bytes(b"onnx")
+    info = {} if agreement is None else {"validation_label_agreement": agreement}
+    (tmp_path / SIDECAR).write_text(json.dumps(info))
+    assert ("int8" in backend_choice.candidates(tmp_path)) is eligible
