@@ -13,6 +13,7 @@ cannot read costs only its own request, never the other requests batched with it
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -69,13 +70,20 @@ class KazStance:
     def __init__(self) -> None:
         self.metadata = model_metadata(settings.MODEL_TAG)
         self.tokenizer = window_tokenizer(Path(bentoml.models.get(settings.MODEL_TAG).path))
+        # A fast tokenizer changes its truncation state per call: one thread at a time ("Already borrowed").
+        self.tokenizer_lock = threading.Lock()
 
     async def check_windows(self, texts: list[str], field: str) -> None:
         """Refuse a request that would take more than MAX_WINDOWS model windows (long texts take
         several), before any model work: one request must not hold the model for minutes."""
         if self.tokenizer is None:
             return
-        count = await asyncio.to_thread(count_windows, self.tokenizer, self.metadata["max_tokens"], texts)
+
+        def windows() -> int:
+            with self.tokenizer_lock:
+                return count_windows(self.tokenizer, self.metadata["max_tokens"], texts)
+
+        count = await asyncio.to_thread(windows)
         if count > settings.MAX_WINDOWS:
             raise BadInput(f"{field}: {count} model windows of {self.metadata['max_tokens']} tokens; the limit per "
                            f"request is {settings.MAX_WINDOWS}: send fewer or shorter texts")
