@@ -135,8 +135,15 @@ def serving_backend(tag: str) -> str | dict:
 
     from kazstance.backend_choice import cached_choice
 
-    choice = cached_choice(Path(bentoml.models.get(tag).path), settings.threads_per_worker())
-    return {"auto": choice["backend"], "measured": choice["measured"]} if choice else "auto (deciding)"
+    if tag not in _CHOSEN:  # reading the choice hashes the model (~1 s): once it is made, keep it
+        choice = cached_choice(Path(bentoml.models.get(tag).path), settings.threads_per_worker())
+        if not choice:
+            return "auto (deciding)"
+        _CHOSEN[tag] = {"auto": choice["backend"], "measured": choice["measured"]}
+    return _CHOSEN[tag]
+
+
+_CHOSEN: dict[str, dict] = {}
 
 
 metadata_app = Starlette(routes=[Route("/metadata", metadata, methods=["GET"])])

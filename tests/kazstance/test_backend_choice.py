@@ -67,3 +67,21 @@ def test_int8_is_a_candidate_only_if_it_agreed_with_fp32_at_export(tmp_path, agr
     info = {} if agreement is None else {"validation_label_agreement": agreement}
     (tmp_path / SIDECAR).write_text(json.dumps(info))
     assert ("int8" in backend_choice.candidates(tmp_path)) is eligible
+
+
+def test_metadata_reports_what_the_model_service_chose(tiny_model_dir, bentoml_home, monkeypatch):
+    import json
+
+    import bentoml
+
+    from serving import settings
+    from serving.http import serving_backend
+    from training.registry import register
+
+    meta = json.loads((tiny_model_dir / "kazstance.json").read_text())
+    tag = register(tiny_model_dir, {"run_name": "auto", "kind": "transformer", **meta})
+    monkeypatch.setattr(settings, "BACKEND", "auto")
+    assert serving_backend(tag) == "auto (deciding)"
+    # What the model service does at start-up, in its own process:
+    chosen = Predictor.load(bentoml.models.get(tag).path, backend="auto", threads=settings.threads_per_worker())
+    assert serving_backend(tag) == {"auto": chosen.backend_name, "measured": chosen.backend_choice["measured"]}
