@@ -289,6 +289,26 @@ def speedup(results: dict, peer: str, concurrency: str = "32") -> float | None:
     return round(ours / theirs, 2) if theirs else None
 
 
+def raw_predictor(model_dir: Path, texts: list[str], args) -> dict:
+    """Statements/s of `Predictor.predict` on the texts in batches of 32, in this process, with the
+    threads the service's model worker gets: the most the service could serve."""
+    import gc
+
+    from kazstance.predictor import Predictor
+
+    threads = args.threads or max(1, cores() // args.workers)
+    predictor = Predictor.load(model_dir, backend=args.backend, threads=threads, batch_size=32)
+    predictor.predict(texts[:32])
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        predictor.predict(texts)
+        best = min(best, time.perf_counter() - start)
+    del predictor
+    gc.collect()
+    return {"statements_per_s": round(len(texts) / best, 2), "threads": threads, "batch_size": 32}
+
+
 def check_targets(results: dict) -> dict:
     runs = results["services"]["kazstance"]["runs"]
     met = {}
@@ -385,6 +405,9 @@ def main(argv: list[str] | None = None) -> dict:
         "services": {},
     }
 
+    if not args.skip_service:  # the service's ceiling: the same predictor in-process, same texts, same backend
+        results["raw_predictor"] = raw_predictor(model_dir, texts, args)
+        print(f"raw predictor: {results['raw_predictor']['statements_per_s']} statements/s", flush=True)
     servers = [] if args.skip_service else [service_server(tag, args, work, bentoml_home)]
     servers += [naive_server(model_dir, serialize, args, work) for serialize in peers]
     try:
@@ -401,6 +424,10 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.rmtree(bentoml_home, ignore_errors=True)
 
     results["speedup_vs_naive_c32"] = speedup(results, "naive")
+    runs = results["services"].get("kazstance", {}).get("runs", {})
+    if "32" in runs and results.get("raw_predictor"):
+        results["service_vs_raw_predictor_c32"] = round(runs["32"]["throughput_rps"]
+                                                        / results["raw_predictor"]["statements_per_s"], 3)
     if "naive_serialized" in results["services"]:
         results["speedup_vs_naive_serialized_c32"] = speedup(results, "naive_serialized")
     if "kazstance" in results["services"]:

@@ -2,8 +2,9 @@
 
 The machines this runs on change (AVX-512 VNNI here, AMX there), and which backend wins changes
 with them. So the choice is measured, not assumed: each candidate (fp32 `torch`; `bf16` where
-the CPU has bf16 dot products; `int8` where the model has its exported artefact and that artefact
-agreed with fp32 on at least 99% of the validation split when exported) scores a fixed
+the CPU has bf16 dot products; `int8` where the model has its exported artefact; either only if
+`kazstance export` did not find it disagreeing with fp32 on more than 1% of the validation split)
+scores a fixed
 probe of statements; one whose labels differ from fp32's on any probe statement, or whose
 probabilities move more than `MAX_PROB_DIFF`, is out; the fastest of the rest wins. The
 decision is cached per CPU model, core count and model content (`~/.cache/kazstance/backends.json`,
@@ -96,17 +97,18 @@ MIN_AGREEMENT = 0.99  # int8's label agreement with fp32 on the validation split
 
 
 def candidates(path: Path) -> list[str]:
-    return ["torch"] + (["bf16"] if has_bf16() else []) + (["int8"] if _int8_eligible(path) else [])
-
-
-def _int8_eligible(path: Path) -> bool:
-    """An int8 artefact whose export found it agreeing with fp32 on the validation split (one
-    exported without a validation split is judged on the probe alone)."""
+    from .backends import BF16_SIDECAR
     from .int8 import ARTEFACT, SIDECAR
 
-    if not (path / ARTEFACT).is_file():
-        return False
-    agreement = _read(path / SIDECAR).get("validation_label_agreement")
+    bf16 = has_bf16() and _agrees(path / BF16_SIDECAR)
+    int8 = (path / ARTEFACT).is_file() and _agrees(path / SIDECAR)
+    return ["torch"] + (["bf16"] if bf16 else []) + (["int8"] if int8 else [])
+
+
+def _agrees(sidecar: Path) -> bool:
+    """Whether `kazstance export` found the backend agreeing with fp32 on the validation split
+    (where it was not run, or not with a validation split, the probe alone judges)."""
+    agreement = _read(sidecar).get("validation_label_agreement")
     return agreement is None or agreement >= MIN_AGREEMENT
 
 

@@ -19,6 +19,8 @@ import numpy as np
 from .modeling import load_transformer
 
 BACKENDS = ("auto", "torch", "bf16", "int8")  # auto: see kazstance/backend_choice.py
+# `kazstance export --format bf16` fits bf16 its own temperature and writes it here, tied to the weights.
+BF16_SIDECAR = "model.bf16.json"
 TFIDF_FILES = ("tfidf.json", "tfidf.safetensors")
 
 
@@ -54,6 +56,7 @@ class TorchBackend:
         self.unpadded = unpadded_or_none(self.model, self.tokenizer)  # None: the library's forward
         if dtype != "float32":
             self.model = self.model.to(getattr(torch, dtype))
+            self.info = _bf16_sidecar(path)  # the predictor takes its temperature from here
         self.labels = tuple(self.model.config.id2label[i] for i in range(self.model.config.num_labels))
 
     def lengths(self, texts: list[str]) -> list[int]:
@@ -67,6 +70,18 @@ class TorchBackend:
             if self.unpadded is not None:
                 return self.unpadded(self.model, enc["input_ids"], enc["attention_mask"]).float().numpy()
             return self.model(**enc).logits.float().numpy()
+
+
+def _bf16_sidecar(path: Path) -> dict:
+    """The bf16 calibration written by `kazstance export --format bf16`, if it was made from these
+    weights (a retrained folder keeps a stale one: then fp32's temperature stands)."""
+    from .int8 import weights_digest
+
+    sidecar = Path(path) / BF16_SIDECAR
+    if not sidecar.is_file():
+        return {}
+    info = json.loads(sidecar.read_text(encoding="utf-8"))
+    return info if info.get("weights_sha256") == weights_digest(path) else {}
 
 
 class TfidfBackend:

@@ -159,6 +159,73 @@ def predict(texts: List[str] = typer.Argument(..., help="Statements to classify.
 app.command("score")(score_cli.score)
 
 
+# --- The labelling loop: score -> select -> label -> import (training/selection.py, training/label_import.py).
+
+
+@app.command("select")
+def select_batch(
+    scored: List[Path] = typer.Argument(..., help="Output files of `kazstance score --keep-text` (.parquet, .jsonl, .csv)."),
+    n: int = typer.Option(200, "--n", min=1, help="Statements in the batch."),
+    out: Path = typer.Option(..., help="The batch: a CSV, or with --format label-studio a JSON (config beside it)."),
+    strategy: str = typer.Option("default", help="default (entropy, capped per source and month), uncertainty "
+                                                  "(entropy), margin (top-two gap) or diverse (spread over sources "
+                                                  "and months)."),
+    format_: str = typer.Option("csv", "--format", help="csv (columns to fill: label, borderline) or label-studio "
+                                                        "(import JSON + <out>.config.xml)."),
+    seed: int = typer.Option(13, help="Seed for ties and the diverse sample: the same seed, the same batch."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing batch (it may hold labels)."),
+) -> None:
+    """Pick the scored statements worth labelling next and write them for annotators."""
+    from training.selection import FORMATS, SelectionError, select, write_batch
+
+    if format_ not in FORMATS:
+        fail(f"--format {format_!r}: use one of {', '.join(FORMATS)}")
+    if out.exists() and not force:
+        fail(f"{out} exists (it may hold labels already); pass --force to overwrite it")
+    try:
+        selection = select(scored, n=n, strategy=strategy, seed=seed)
+        written = write_batch(selection, out, format_)
+    except (SelectionError, OSError) as err:
+        fail(str(err))
+    console.print(f"read {selection.rows_read} rows ({selection.error_rows} error rows skipped); pool of "
+                  f"{selection.pool} from {selection.groups} source group(s); {selection.duplicates_skipped} "
+                  f"duplicate(s) skipped; {len(selection.picked)} picked by {selection.strategy}")
+    console.print("wrote " + ", ".join(map(str, written)))
+
+
+@data_app.command("import")
+def data_import(
+    file: Path = typer.Argument(..., help="A filled batch CSV from `kazstance select`, or a Label Studio JSON export."),
+    into: Path = typer.Option(Path("data/user"), help="Folder for <source>.jsonl."),
+    source: Optional[str] = typer.Option(None, help="Name of the batch: records get source import:<name> and go to "
+                                                    "<into>/<name>.jsonl (default: the file's stem)."),
+    lang: Optional[str] = typer.Option(None, help="Language for rows that have none: kk, kk-latn, ru or kk-ru."),
+    platform: Optional[str] = typer.Option(None, help="Platform for rows that have none (tiktok, telegram, general, ...)."),
+    split: str = typer.Option("train", help="Split the records belong to (train, validation or test)."),
+    append: bool = typer.Option(False, "--append", help="Add to an existing <into>/<name>.jsonl."),
+    id_prefix: str = typer.Option("", help="Prefix every id, e.g. when archives' ids collide with the dataset's."),
+    data_root: Path = typer.Option(Path("data"), help="The dataset the batch is checked against (ids, duplicates, "
+                                                      "splits): every JSONL file under it."),
+) -> None:
+    """Check a labelled batch against the label contract and add it to the dataset (all or nothing)."""
+    from training.label_import import LabelImportError, import_labels
+
+    try:
+        result = import_labels(file, into, data_root=data_root, name=source, lang=lang, platform=platform,
+                               split=split, append=append, id_prefix=id_prefix)
+    except LabelImportError as err:
+        for problem in err.problems:
+            console.print(escape(problem), style="red", highlight=False, soft_wrap=True)
+        fail(str(err), 1)
+    for warning in result.warnings:
+        console.print(escape(f"warning: {warning}"), style="yellow", highlight=False, soft_wrap=True)
+    counts = ", ".join(f"{k} {v}" for k, v in result.labels.items())
+    # `data check` reads folders recursively: naming a folder inside another would read it twice.
+    inside = into.resolve().is_relative_to(data_root.resolve())
+    console.print(f"wrote {result.written} records ({counts}) to {result.output}; {result.unlabelled} unlabelled "
+                  f"row(s) skipped; check with `kazstance data check {data_root}{'' if inside else f' {into}'}`")
+
+
 @app.command()
 def serve(model: str = typer.Option("kazstance:latest", help="BentoML tag or model folder to serve."),
           port: int = typer.Option(3000), host: str = typer.Option("127.0.0.1"),
@@ -181,7 +248,8 @@ def serve(model: str = typer.Option("kazstance:latest", help="BentoML tag or mod
 
 @app.command()
 def export(model: str = typer.Option("kazstance:latest", help=MODEL_HELP),
-           format_: str = typer.Option("onnx-int8", "--format", help="Artefact format (onnx-int8: for --backend int8)."),
+           format_: str = typer.Option("onnx-int8", "--format", help="onnx-int8: the int8 model for --backend int8; "
+                                                                   "bf16: fit --backend bf16 its own temperature."),
            calibration: Optional[Path] = typer.Option(
                None, help="JSONL statements on which to find the layers int8 would hurt (default: data/train.jsonl if present)."),
            validation: Optional[Path] = typer.Option(
@@ -195,6 +263,10 @@ def export(model: str = typer.Option("kazstance:latest", help=MODEL_HELP),
     except (ModelNotFound, ExportError) as err:
         fail(str(err))
     where = f"new model version {result.tag}" if result.tag else str(result.path)
+    if format_ == "bf16":
+        console.print(f"bf16 calibration written to {where}: temperature {result.info['temperature']:.3f}, "
+                      f"label agreement with fp32 {result.info['validation_label_agreement']:.1%}")
+        return
     error = result.info["probe_max_logit_error"]["int8"]
     kept = result.info["quantisation"]["fp32_layers"]
     console.print(f"int8 model written to {where} (largest logit change on the probe texts: {error:.3g}; "

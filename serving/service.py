@@ -25,7 +25,7 @@ from pydantic import Field
 
 from kazstance.documents import aggregate
 from kazstance.modeling import ModelRef
-from kazstance.predictor import Prediction, Predictor, count_windows
+from kazstance.predictor import Prediction, Predictor, count_windows, window_size, window_starts
 from kazstance.text import split_sentences
 from serving import settings, timeouts
 from serving.http import Document, RequestGuard, Text, answer, check_results, metadata_app, model_metadata
@@ -77,6 +77,12 @@ class KazStance:
         """Refuse a request that would take more than MAX_WINDOWS model windows (long texts take
         several), before any model work: one request must not hold the model for minutes."""
         if self.tokenizer is None:
+            return
+        # A text has at most ~2 tokens a character (a piece per character plus word-start marks;
+        # 3 leaves room for Unicode normalisation): most requests are under the cap without
+        # tokenising, which would add work to this process on every request.
+        size = window_size(self.tokenizer, self.metadata["max_tokens"])
+        if sum(len(window_starts(3 * len(t) + 2, size)) for t in texts) <= settings.MAX_WINDOWS:
             return
 
         def windows() -> int:

@@ -65,13 +65,15 @@ class Report:
 
 
 def data_files(paths: list[Path]) -> list[Path]:
+    """The data files under `paths`, each once (`data/ data/user/` names data/user/ twice)."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
             files += sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
         else:
             files.append(path)
-    return files
+    seen: set[Path] = set()
+    return [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
 
 
 def normalise(text: str) -> str:

@@ -1,4 +1,5 @@
-"""`kazstance export`: turn a trained model into the int8 ONNX artefact the `int8` backend runs.
+"""`kazstance export`: turn a trained model into the int8 ONNX artefact the `int8` backend runs
+(or, with `--format bf16`, calibrate the `bf16` backend: its own temperature, in `model.bf16.json`).
 
 This module owns the recipe and where its output goes:
 
@@ -34,12 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kazstance.backends import BF16_SIDECAR
 from kazstance.int8 import ARTEFACT, SIDECAR, weights_digest
 from kazstance.modeling import BENTO_MODEL_NAME, read_meta, resolve
 from training.calibration import fit_temperature
 from training.int8_plan import plan_int8
 
-FORMATS = ("onnx-int8",)
+FORMATS = ("onnx-int8", "bf16")
 OPSET = 20  # the first with a Gelu operator: one kernel instead of Erf, Mul, Add and Div; int8 ran 10% faster
 # Mixed scripts and lengths, so the check runs on a padded batch with more than one length.
 PROBE_TEXTS = [
@@ -77,14 +79,20 @@ def export_model(ref: str | Path, format: str = "onnx-int8", calibration: Path |
     model = resolve(ref)
     if (model.path / "tfidf.json").is_file():
         raise ExportError(f"{ref} is the TF-IDF baseline: it has no transformer to quantise")
-    texts, source = calibration_texts(calibration)
     labelled = validation_records(validation)
+    if format == "bf16":
+        if labelled is None:
+            raise ExportError("bf16 needs labelled statements to fit its temperature on: pass --validation FILE")
+        run, names = (lambda out: export_bf16(model.path, out, labelled)), (BF16_SIDECAR,)
+    else:
+        texts, source = calibration_texts(calibration)
+        run, names = (lambda out: export_int8(model.path, out, texts, source, labelled)), (ARTEFACT, SIDECAR)
     if Path(ref).is_dir():
-        info = export_int8(model.path, model.path, texts, source, labelled)
+        info = run(model.path)
         return ExportResult(path=model.path, tag=None, info=info)
     with tempfile.TemporaryDirectory(prefix="kazstance-export-") as tmp:
-        info = export_int8(model.path, Path(tmp), texts, source, labelled)
-        tag = register_with_artefact(model.name, Path(tmp))
+        info = run(Path(tmp))
+        tag = register_with_artefact(model.name, Path(tmp), names)
     import bentoml
 
     return ExportResult(path=Path(bentoml.models.get(tag).path), tag=tag, info=info)
@@ -167,7 +175,8 @@ def calibration_texts(path: Path | None) -> tuple[list[str] | None, str]:
 
 
 def validation_records(path: Path | None) -> tuple[list[str], list[str], str] | None:
-    """Cleaned texts, labels and where they came from (default: data/validation.jsonl if present)."""
+    """Cleaned texts, labels and where they came from (default: data/validation.jsonl if present);
+    clear items only where records carry a clarity."""
     from kazstance.text import clean
 
     if path is None:
@@ -177,7 +186,8 @@ def validation_records(path: Path | None) -> tuple[list[str], list[str], str] | 
     if not Path(path).is_file():
         raise ExportError(f"validation file {path} does not exist")
     rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = [r for r in rows if clean(r.get("text", "")) and r.get("label")]
+    # Borderline items (two careful annotators may differ) are left out, as in training's calibration.
+    rows = [r for r in rows if clean(r.get("text", "")) and r.get("label") and r.get("clarity") in (None, "clear")]
     if not rows:
         raise ExportError(f"validation file {path} has no records with `text` and `label`")
     return [clean(r["text"]) for r in rows], [r["label"] for r in rows], f"{path} ({len(rows)} statements)"
@@ -299,17 +309,38 @@ def max_logit_error(reference: np.ndarray, tokenizer, onnx_file: Path) -> float:
     return float(np.abs(session.run(None, feeds)[0] - reference).max())
 
 
-def register_with_artefact(tag: str, artefact_dir: Path) -> str:
-    """A new store version: the tagged model's files plus the artefact; returns its tag."""
+def register_with_artefact(tag: str, artefact_dir: Path, names: tuple[str, ...] = (ARTEFACT, SIDECAR)) -> str:
+    """A new store version: the tagged model's files plus the exported `names`; returns its tag."""
     import bentoml
 
     source = bentoml.models.get(tag)
-    metadata = {**source.info.metadata, "int8_from": str(source.tag)}
+    kind = "int8" if ARTEFACT in names else "bf16"
+    metadata = {**source.info.metadata, f"{kind}_from": str(source.tag)}
     with bentoml.models.create(BENTO_MODEL_NAME, labels=dict(source.info.labels), metadata=metadata) as model:
         for item in Path(source.path).iterdir():
             # model.yaml is the store's own record of the source version; the new one gets its own.
-            if item.is_file() and item.name not in (ARTEFACT, SIDECAR, "model.yaml"):
+            if item.is_file() and item.name not in (*names, "model.yaml"):
                 shutil.copy2(item, Path(model.path) / item.name)
-        for name in (ARTEFACT, SIDECAR):
+        for name in names:
             shutil.copy2(artefact_dir / name, Path(model.path) / name)
     return str(model.tag)
+
+
+def export_bf16(model_dir: Path, out_dir: Path, validation: tuple[list[str], list[str], str]) -> dict:
+    """Write `BF16_SIDECAR`: bf16's own temperature, fitted on `validation` (bf16 rounds every
+    layer, so its logits are a slightly different function), and its label agreement with fp32
+    there, which `--backend auto` requires to be at least 99%."""
+    from kazstance.backends import TorchBackend
+    from kazstance.predictor import Predictor
+
+    texts, labels, source = validation
+    max_length = int(read_meta(model_dir).get("max_length", 256))
+    fp32, bf16 = (Predictor(backend=TorchBackend(model_dir, max_length, dtype=d), name=d) for d in ("float32", "bfloat16"))
+    y = np.array([fp32.backend.model.config.label2id[label] for label in labels])
+    logits = bf16.logits(texts)
+    info = {"format": "bf16", "weights_sha256": weights_digest(model_dir), "torch": torch.__version__,
+            "temperature": fit_temperature(logits, y), "temperature_fitted_on": source,
+            "validation_label_agreement": float((logits.argmax(1) == fp32.logits(texts).argmax(1)).mean())}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / BF16_SIDECAR).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info

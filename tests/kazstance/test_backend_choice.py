@@ -58,15 +58,19 @@ def test_a_backend_that_disagrees_with_fp32_is_never_chosen(tiny_model_dir, monk
 
 
 @pytest.mark.parametrize("agreement, eligible", [(0.995, True), (0.97, False), (None, True)])
-def test_int8_is_a_candidate_only_if_it_agreed_with_fp32_at_export(tmp_path, agreement, eligible):
+def test_a_backend_is_a_candidate_only_if_it_agreed_with_fp32_at_export(tmp_path, monkeypatch, agreement, eligible):
     import json
 
+    from kazstance.backends import BF16_SIDECAR
     from kazstance.int8 import ARTEFACT, SIDECAR
 
+    monkeypatch.setattr(backend_choice, "has_bf16", lambda: True)
     (tmp_path / ARTEFACT).write_bytes(b"onnx")
     info = {} if agreement is None else {"validation_label_agreement": agreement}
-    (tmp_path / SIDECAR).write_text(json.dumps(info))
-    assert ("int8" in backend_choice.candidates(tmp_path)) is eligible
+    for sidecar in (SIDECAR, BF16_SIDECAR):
+        (tmp_path / sidecar).write_text(json.dumps(info))
+    chosen_from = backend_choice.candidates(tmp_path)
+    assert ("int8" in chosen_from) is eligible and ("bf16" in chosen_from) is eligible
 
 
 def test_metadata_reports_what_the_model_service_chose(tiny_model_dir, bentoml_home, monkeypatch):

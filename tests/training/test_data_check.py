@@ -176,3 +176,11 @@ def test_cue_report_scores_the_baseline_on_each_held_out_split(tmp_path):
     rows = cue_report(check([tmp_path]))
     assert [(r["split"], r["n"]) for r in rows] == [("test", 3)]
     assert rows[0]["macro_f1"] == 1.0  # keywords alone solve this split: the report says so
+
+
+def test_a_file_named_twice_is_read_once(tmp_path):
+    from training.data_check import data_files
+
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "batch.jsonl").write_text("", encoding="utf-8")
+    assert data_files([tmp_path, tmp_path / "user", tmp_path / "user" / "batch.jsonl"]) == [tmp_path / "user" / "batch.jsonl"]

@@ -119,3 +119,32 @@ def test_an_artefact_without_a_temperature_keeps_the_models(model_copy, tmp_path
 def test_a_missing_validation_file_is_refused(model_copy, tmp_path):
     with pytest.raises(ExportError, match="does not exist"):
         export_model(model_copy, validation=tmp_path / "nowhere.jsonl")
+
+
+def labelled_file(tmp_path: Path) -> Path:
+    validation = tmp_path / "validation.jsonl"
+    labels = ["support", "oppose", "neutral", "oppose", "support", "neutral", "oppose", "support"]
+    rows = [{"text": t, "label": label} for t, label in zip(SAMPLE_TEXTS, labels)]
+    rows.append({"text": "Бұл екіұшты пікір.", "label": "support", "clarity": "borderline"})  # left out
+    validation.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return validation
+
+
+def test_bf16_gets_its_own_temperature_and_agreement_tied_to_the_weights(model_copy, tmp_path):
+    from kazstance.backends import BF16_SIDECAR
+
+    info = export_model(model_copy, format="bf16", validation=labelled_file(tmp_path)).info
+    assert info["temperature_fitted_on"].endswith("(8 statements)")  # clear items only
+    assert 0 <= info["validation_label_agreement"] <= 1
+    assert Predictor.load(model_copy, backend="bf16").temperature == pytest.approx(info["temperature"])
+    weights = model_copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")  # retrained in place: the calibration is stale
+    fp32_temperature = json.loads((model_copy / "kazstance.json").read_text()).get("temperature", 1.0)
+    assert Predictor.load(model_copy, backend="bf16").temperature == pytest.approx(fp32_temperature)
+    assert (model_copy / BF16_SIDECAR).is_file()
+
+
+def test_bf16_calibration_needs_labelled_statements(model_copy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/validation.jsonl to fall back on
+    with pytest.raises(ExportError, match="--validation"):
+        export_model(model_copy, format="bf16")
