@@ -32,6 +32,19 @@ from serving.http import Document, RequestGuard, Text, answer, check_results, me
 
 timeouts.install()
 
+# Drift: what the service answers, so a dashboard sees when the mix of its traffic shifts (queries
+# in the README). bentoml.metrics, not prometheus_client: BentoML sets up the multi-process registry.
+PREDICTIONS = bentoml.metrics.Counter(name="kazstance_predictions", documentation="Predicted labels",
+                                      labelnames=["endpoint", "label"])
+WINNING_PROBABILITY = bentoml.metrics.Histogram(
+    name="kazstance_winning_probability", documentation="Probability of the predicted label",
+    labelnames=["endpoint"], buckets=(0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0))
+
+
+def record(endpoint: str, label: str, scores: dict[str, float]) -> None:
+    PREDICTIONS.labels(endpoint=endpoint, label=label).inc()
+    WINNING_PROBABILITY.labels(endpoint=endpoint).observe(max(scores.values()))
+
 
 def window_tokenizer(path: Path):
     """The model's tokenizer, to count a request's windows in this process; None for the TF-IDF
@@ -113,6 +126,8 @@ class KazStance:
         """Stance of each statement, in input order."""
         await self.check_windows(texts, "texts")
         predictions = await self.classify_checked(texts, "texts")
+        for p in predictions:
+            record("predict", p["label"], p["scores"])
         return {"model": self.metadata["model"], "predictions": predictions}
 
     @bentoml.api(route="/predict_document")
@@ -122,6 +137,7 @@ class KazStance:
         await self.check_windows(sentences, "text")
         predictions = [Prediction(**p) for p in await self.classify_checked(sentences, "sentences")]
         label, scores, evidence = aggregate(predictions, tuple(self.metadata["labels"]))
+        record("predict_document", label, scores)  # the document's answer; its sentences are not counted
         return {
             "model": self.metadata["model"],
             "document": {"label": label, "scores": scores, "evidence": evidence},

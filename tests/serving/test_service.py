@@ -139,3 +139,21 @@ def test_hundreds_of_concurrent_requests_get_no_errors(server):
     with ThreadPoolExecutor(max_workers=32) as pool:
         statuses = list(pool.map(lambda i: post(server, "/predict", {"texts": [f"сөйлем {i}"]}).status_code, range(400)))
     assert statuses.count(200) == 400, {s: statuses.count(s) for s in set(statuses)}
+
+
+def test_metrics_count_predicted_labels_and_winning_probabilities(server):
+    import re
+
+    def counts() -> dict[str, float]:
+        text = httpx.get(f"{server['url']}/metrics", timeout=10).text
+        found = re.findall(r'^kazstance_predictions_total\{endpoint="predict",label="(\w+)"\} ([0-9.e+]+)$', text, re.M)
+        return {label: float(value) for label, value in found}
+
+    before = counts()
+    predictions = post(server, "/predict", {"texts": ["TikTok", "VPN", "Бұғаттау керек", "Запрет"]}).json()["predictions"]
+    after = counts()
+    for label in LABELS:
+        expected = sum(p["label"] == label for p in predictions)
+        assert after.get(label, 0) - before.get(label, 0) == expected
+    text = httpx.get(f"{server['url']}/metrics", timeout=10).text
+    assert re.search(r'^kazstance_winning_probability_count\{endpoint="predict"\} [1-9]', text, re.M)
