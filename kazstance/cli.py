@@ -135,25 +135,35 @@ def evaluate(model: str = typer.Option("kazstance:latest", help=MODEL_HELP),
 def predict(texts: List[str] = typer.Argument(..., help="Statements to classify."),
             model: str = typer.Option("kazstance:latest", help=MODEL_HELP),
             as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-            backend: str = typer.Option("torch", help=BACKEND_HELP)) -> None:
-    """Print each text's label and probabilities."""
+            backend: str = typer.Option("torch", help=BACKEND_HELP),
+            explain_: bool = typer.Option(False, "--explain", help="Also show each word's attribution to the label "
+                                                                    "(occlusion: one extra model input per word).")) -> None:
+    """Print each text's label and probabilities (and, with --explain, which words drove the label)."""
+    from kazstance.explain import explain, render
     from kazstance.modeling import ModelNotFound
     from kazstance.predictor import Predictor
 
     try:
         predictor = Predictor.load(model, backend=backend)
         predictions = predictor.predict(texts)
+        explanations = explain(predictor, texts) if explain_ else [None] * len(texts)
     except (ModelNotFound, ValueError) as err:
         fail(str(err))
     if as_json:
         rows = [{"text": t, "label": p.label, "scores": p.scores, "tokens": p.tokens, "windows": p.windows}
                 for t, p in zip(texts, predictions)]
+        for row, e in zip(rows, explanations):
+            if e is not None:
+                row["explanation"] = {"method": e.method, "text": e.text, "words": e.words}
         typer.echo(json.dumps({"model": predictor.name, "predictions": rows}, ensure_ascii=False))
         return
-    for text, p in zip(texts, predictions):
+    out = Console(highlight=False, soft_wrap=True)  # stdout; plain text when it is not a terminal
+    for text, p, e in zip(texts, predictions, explanations):
         scores = "  ".join(f"{k}={v:.3f}" for k, v in p.scores.items())
         windows = f"  ({p.tokens} tokens, read in {p.windows} windows)" if p.windows > 1 else ""
         typer.echo(f"{p.label:8s} {scores}  {text}{windows}")
+        if e is not None:
+            out.print(render(e, indent="  "))
 
 
 app.command("score")(score_cli.score)

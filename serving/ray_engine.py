@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 READ_ROWS = 1024  # records per block leaving a read task
 POSITION = ("_file", "_n")
 ENCODING = "_encoding"  # set on the first record of each text file or member (see readers)
+KEPT = "_kept"  # the `--keep-field` values of each record
 
 
 def run_ray(files: list[InputFile], options: ScoreOptions, predictor: "Predictor", start: Position,
@@ -49,7 +50,7 @@ def run_ray(files: list[InputFile], options: ScoreOptions, predictor: "Predictor
         ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING)
     try:
-        empty = output_schema(predictor.labels, options.unit, options.keep_text).empty_table()
+        empty = output_schema(predictor.labels, options.unit, options.keep_text, options.keep_fields).empty_table()
         _drive(_dataset(files, options, start), options, len(files), commit, empty)
     finally:
         if started:
@@ -113,6 +114,7 @@ def _records_table(index: int, block: list[tuple[int, Record]]) -> "pa.Table":
         "text": pa.array([r.text for _, r in block], pa.string()),
         "error": pa.array([r.error for _, r in block], pa.string()),
         ENCODING: pa.array([r.encoding for _, r in block], pa.string()),  # for the run summary
+        KEPT: pa.array([list(r.kept) for _, r in block], pa.list_(pa.string())),
     })
 
 
@@ -128,8 +130,10 @@ class _Scorer:
 
     def __call__(self, batch: "pa.Table") -> "pa.Table":
         columns = ("source", "record", "id", "text", "error")
-        records = [Record(**{c: row[c] for c in columns}) for row in batch.select(columns).to_pylist()]
-        table, origin = score_records(self.predictor, records, self.options.unit, self.options.keep_text)
+        records = [Record(**{c: row[c] for c in columns}, kept=tuple(row[KEPT]))
+                   for row in batch.select([*columns, KEPT]).to_pylist()]
+        table, origin = score_records(self.predictor, records, self.options.unit, self.options.keep_text,
+                                      self.options.keep_fields)
         for name in POSITION + (ENCODING,):
             table = table.append_column(name, batch.column(name).take(origin))
         return table

@@ -108,6 +108,7 @@ class Fields:
     tsv_quotes: bool = False
     max_expansion_ratio: float = MAX_EXPANSION_RATIO
     max_expanded_bytes: int = MAX_EXPANDED_BYTES
+    keep: tuple[str, ...] = ()  # input fields carried to the output (`--keep-field`), as strings
 
 
 @dataclass(slots=True)
@@ -118,6 +119,7 @@ class Record:
     text: str | None
     error: str | None = None
     encoding: str | None = None  # on the first record of each text file or member: what it was read in
+    kept: tuple[str | None, ...] = ()  # the `Fields.keep` values, in that order (empty on error rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,9 +522,20 @@ def _as_id(value: object) -> str | None:
     return _escaped(value) or None
 
 
-def _make(source: str, number: int, text: object, record_id: object, fields: Fields) -> Record:
-    """A record, or the error row explaining why its text cannot be scored."""
-    record = Record(source=source, record=number, id=_as_id(record_id), text=None)
+def _as_text(value: object) -> str | None:
+    """A kept field's value as text: dates and times in ISO 8601 (Parquet gives date objects),
+    other non-strings as JSON."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return _as_id(value)
+
+
+def _make(source: str, number: int, text: object, record_id: object, fields: Fields,
+          kept: Iterable[object] = ()) -> Record:
+    """A record, or the error row explaining why its text cannot be scored. `kept`: the values of
+    `fields.keep` (strings as they are, numbers and objects as JSON, absent ones None)."""
+    record = Record(source=source, record=number, id=_as_id(record_id), text=None,
+                    kept=tuple(_as_text(v) for v in kept) or (None,) * len(fields.keep))
     if text is None:
         record.error = f"missing text field {fields.text!r}"
     elif not isinstance(text, str):
@@ -581,7 +594,8 @@ def _json_record(line: bytes, number: int, source: str, fields: Fields, encoding
     if not isinstance(obj, dict):
         return _error(source, f"malformed JSON: a line must be an object, not {type(obj).__name__}", number)
     try:
-        return _make(source, number, _lookup(obj, fields.text), _lookup(obj, fields.id), fields)
+        return _make(source, number, _lookup(obj, fields.text), _lookup(obj, fields.id), fields,
+                     [_lookup(obj, name) for name in fields.keep])
     except (RecursionError, ValueError) as err:  # an id nested too deep to write back as JSON
         return _error(source, f"unusable JSON: {type(err).__name__}: {err}", number)
 
@@ -657,6 +671,7 @@ def _read_delimited(stream: IO[bytes], source: str, fields: Fields, encoding: st
             header = row
             text_col = header.index(fields.text) if fields.text in header else None
             id_col = header.index(fields.id) if fields.id in header else None
+            kept_cols = [header.index(name) if name in header else None for name in fields.keep]
             continue
         number += 1
         if reason:
@@ -668,7 +683,8 @@ def _read_delimited(stream: IO[bytes], source: str, fields: Fields, encoding: st
             yield _error(source, _invalid(encoding), number)
         else:
             yield _make(source, number, row[text_col] if text_col is not None else None,
-                        row[id_col] if id_col is not None else None, fields)
+                        row[id_col] if id_col is not None else None, fields,
+                        [row[c] if c is not None else None for c in kept_cols])
 
 
 def _row_error(err: Exception, lines_taken: int) -> str:
@@ -697,7 +713,7 @@ def _read_parquet(stream: IO[bytes], source: str, fields: Fields) -> Iterator[Re
     # A buffered, unprefetched read: a whole row group (which can be gigabytes) is never loaded.
     parquet = pq.ParquetFile(stream, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
     names = parquet.schema_arrow.names
-    columns = [c for c in dict.fromkeys((fields.text, fields.id)) if c in names]
+    columns = [c for c in dict.fromkeys((fields.text, fields.id, *fields.keep)) if c in names]
     number = 0
     if not columns:  # still one (error) row per Parquet row, so nothing vanishes
         for group in range(parquet.num_row_groups):
@@ -706,11 +722,13 @@ def _read_parquet(stream: IO[bytes], source: str, fields: Fields) -> Iterator[Re
                 yield _make(source, number, None, None, fields)
         return
     for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
-        texts = batch.column(fields.text).to_pylist() if fields.text in names else [None] * batch.num_rows
-        ids = batch.column(fields.id).to_pylist() if fields.id in names else [None] * batch.num_rows
-        for text, record_id in zip(texts, ids):
+        def column(name: str) -> list:
+            return batch.column(name).to_pylist() if name in names else [None] * batch.num_rows
+
+        kept = list(zip(*(column(name) for name in fields.keep))) or [()] * batch.num_rows
+        for text, record_id, values in zip(column(fields.text), column(fields.id), kept):
             number += 1
-            yield _make(source, number, text, record_id, fields)
+            yield _make(source, number, text, record_id, fields, values)
 
 
 def _read_txt(stream: IO[bytes], source: str, fields: Fields, encoding: str) -> Iterator[Record]:

@@ -71,12 +71,14 @@ class ScoreOptions:
     tsv_quotes: bool = False
     max_expansion_ratio: float = MAX_EXPANSION_RATIO
     max_expanded_bytes: int = MAX_EXPANDED_BYTES
+    keep_fields: tuple[str, ...] = ()  # input fields carried to the output, after `id`
 
     @property
     def fields(self) -> Fields:
         return Fields(text=self.text_field, id=self.id_field, txt_documents=self.unit == "document",
                       encoding=self.encoding, tsv_quotes=self.tsv_quotes,
-                      max_expansion_ratio=self.max_expansion_ratio, max_expanded_bytes=self.max_expanded_bytes)
+                      max_expansion_ratio=self.max_expansion_ratio, max_expanded_bytes=self.max_expanded_bytes,
+                      keep=self.keep_fields)
 
     @property
     def chunk_records(self) -> int:
@@ -140,12 +142,12 @@ class Position:
 # Scoring a chunk of records: shared by the local engine and the Ray actors.
 
 
-def output_schema(labels: Iterable[str], unit: Unit, keep_text: bool) -> "pa.Schema":
+def output_schema(labels: Iterable[str], unit: Unit, keep_text: bool, keep_fields: Iterable[str] = ()) -> "pa.Schema":
     import pyarrow as pa
 
     cols = [("source", pa.string()), ("record", pa.int64())]
     cols += [("sentence", pa.int32())] if unit == "sentence" else []
-    cols += [("id", pa.string())]
+    cols += [("id", pa.string())] + [(name, pa.string()) for name in keep_fields]
     cols += [("text", pa.string())] if keep_text else []
     cols += [("label", pa.string())] + [(f"score_{label}", pa.float64()) for label in labels]
     cols += [("tokens", pa.int32()), ("windows", pa.int32())]
@@ -155,7 +157,8 @@ def output_schema(labels: Iterable[str], unit: Unit, keep_text: bool) -> "pa.Sch
     return pa.schema(cols)
 
 
-def score_records(predictor: "Predictor", records: list[Record], unit: Unit, keep_text: bool) -> tuple["pa.Table", list[int]]:
+def score_records(predictor: "Predictor", records: list[Record], unit: Unit, keep_text: bool,
+                  keep_fields: tuple[str, ...] = ()) -> tuple["pa.Table", list[int]]:
     """Score a chunk; returns its output table (input order) and, per output row, the index of
     the record it came from (several rows per record with unit="sentence")."""
     import pyarrow as pa
@@ -177,14 +180,14 @@ def score_records(predictor: "Predictor", records: list[Record], unit: Unit, kee
     predicted, failures = _predict(predictor, flat)
 
     # 2. One row per record (statement, document) or per sentence.
-    schema = output_schema(labels, unit, keep_text)
+    schema = output_schema(labels, unit, keep_text, keep_fields)
     rows: dict[str, list] = {name: [] for name in schema.names}
     origin: list[int] = []
 
     def emit(i: int, r: Record, text=None, prediction: "Prediction | None" = None, error=None, **extra) -> None:
         origin.append(i)
-        values = {"source": r.source, "record": r.record, "id": r.id, "text": text, "model": predictor.name,
-                  "error": error, **extra}
+        values = {**dict(zip(keep_fields, r.kept)), "source": r.source, "record": r.record, "id": r.id,
+                  "text": text, "model": predictor.name, "error": error, **extra}
         if prediction is not None:
             values.update(label=prediction.label, tokens=prediction.tokens, windows=prediction.windows)
             values.update({f"score_{lab}": prediction.scores[lab] for lab in labels})
@@ -225,6 +228,17 @@ def _predict(predictor: "Predictor", texts: list[str]) -> tuple[list["Prediction
     return [None if j in failures else p for j, p in enumerate(predicted)], failures
 
 
+def _kept(names: Iterable[str]) -> tuple[str, ...]:
+    """The fields to carry, checked: a name the output has (or may have) would be ambiguous."""
+    names = tuple(dict.fromkeys(names))
+    taken = set().union(*(output_schema((), u, True).names for u in UNITS))
+    clash = [n for n in names if n in taken or n.startswith("score_")]
+    if clash:
+        raise ValueError(f"--keep-field {', '.join(clash)}: the output has such a column already; "
+                         f"rename the field in the input")
+    return names
+
+
 def _sum(values: Iterable[int | None]) -> int | None:
     values = list(values)
     return None if any(v is None for v in values) else sum(values)
@@ -249,7 +263,8 @@ def fingerprint(files: list[InputFile], options: ScoreOptions, predictor: "Predi
             "format": output_format(output), "escape_formulas": options.escape_formulas and csv,
             # How the inputs are read decides which rows exist and what they hold.
             "encoding": options.encoding, "tsv_quotes": options.tsv_quotes,
-            "max_expansion_ratio": options.max_expansion_ratio, "max_expanded_bytes": options.max_expanded_bytes}
+            "max_expansion_ratio": options.max_expansion_ratio, "max_expanded_bytes": options.max_expanded_bytes,
+            "keep_fields": list(options.keep_fields)}
 
 
 def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str | None = None,
@@ -259,7 +274,7 @@ def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str 
                 predictor: "Predictor | None" = None, progress: bool = False,
                 escape_formulas: bool = True, encoding: str | None = None, tsv_quotes: bool = False,
                 max_expansion_ratio: float = MAX_EXPANSION_RATIO,
-                max_expanded_bytes: int = MAX_EXPANDED_BYTES) -> Summary:
+                max_expanded_bytes: int = MAX_EXPANDED_BYTES, keep_fields: Iterable[str] = ()) -> Summary:
     """Score every record of `inputs` (files, folders, archives) into `output` (.parquet, .jsonl
     or .csv); `model` defaults to kazstance:latest. Pass a loaded `predictor` to reuse it across
     calls in a notebook (with engine="ray" the actors load their own copy: pass `model` too, as
@@ -267,7 +282,9 @@ def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str 
     `escape_formulas=False` writes CSV cells that start like a spreadsheet formula unchanged
     (see serving.writers). `encoding` forces the input encoding (default: found per file),
     `tsv_quotes` reads TSV quotes as quoting, and the `max_expan*` limits cut off decompression
-    bombs (see serving.readers)."""
+    bombs (see serving.readers). `keep_fields` copies those input fields (JSON keys or dotted
+    paths, CSV/TSV/Parquet columns) into the output as text columns after `id`, e.g. a date and
+    an outlet to group the scores by."""
     import dataclasses
 
     from kazstance.modeling import resolve
@@ -287,7 +304,7 @@ def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str 
                            escape_formulas=escape_formulas,
                            encoding=check_encoding(encoding) if encoding else None,  # fail before loading
                            tsv_quotes=tsv_quotes, max_expansion_ratio=max_expansion_ratio,
-                           max_expanded_bytes=max_expanded_bytes)
+                           max_expanded_bytes=max_expanded_bytes, keep_fields=_kept(keep_fields))
     files = expand_inputs(inputs, exclude=[output])
     if predictor is None:
         _single_interop_thread()
@@ -300,7 +317,7 @@ def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str 
         # `kazstance:latest` may be registered during the run), a folder as its absolute path.
         options = dataclasses.replace(options, model=str(ref.path) if Path(model).is_dir() else ref.name)
     output.parent.mkdir(parents=True, exist_ok=True)
-    writer = PartWriter(output, output_schema(predictor.labels, unit, keep_text),
+    writer = PartWriter(output, output_schema(predictor.labels, unit, keep_text, options.keep_fields),
                         fingerprint(files, options, predictor, output), resume=resume,
                         escape_formulas=options.escape_formulas)
     saved = writer.state or {}
@@ -346,7 +363,7 @@ def run_local(files: list[InputFile], options: ScoreOptions, predictor: "Predict
 
 
 def _commit_chunk(predictor, options: ScoreOptions, chunk: list[Record], position: Position, commit: Callable) -> None:
-    table, _ = score_records(predictor, chunk, options.unit, options.keep_text)
+    table, _ = score_records(predictor, chunk, options.unit, options.keep_text, options.keep_fields)
     commit(table, position, len(chunk), sum(r.record is None for r in chunk),
            [(r.source, r.encoding) for r in chunk if r.encoding])
 

@@ -55,6 +55,8 @@ def score(
                                     help="Read quotes in TSV as quoting (Excel style); by default a TSV field is taken as it is."),
     max_expansion_ratio: float = typer.Option(MAX_EXPANSION_RATIO, min=1, help=BOMB_HELP),
     max_expanded_bytes: int = typer.Option(MAX_EXPANDED_BYTES, min=0, help=BOMB_HELP),
+    keep_field: List[str] = typer.Option([], "--keep-field", help="Copy this input field into the output (repeatable), "
+                                                                 "e.g. --keep-field date --keep-field outlet."),
 ) -> None:
     """Score files and archives in a stream, one output row per record; resumable after a kill."""
     from rich.console import Console
@@ -73,7 +75,8 @@ def score(
                               batch_size=batch_size, keep_text=keep_text, resume=resume, engine=engine,
                               ray_address=ray_address, backend=backend, threads=threads, progress=progress,
                               escape_formulas=escape_formulas, encoding=encoding, tsv_quotes=tsv_quotes,
-                              max_expansion_ratio=max_expansion_ratio, max_expanded_bytes=max_expanded_bytes)
+                              max_expansion_ratio=max_expansion_ratio, max_expanded_bytes=max_expanded_bytes,
+                              keep_fields=keep_field)
     except (ModelLoadError, ResumeError, ValueError, OSError) as err:
         fail(str(err), 2)
     except KeyboardInterrupt:

@@ -143,3 +143,32 @@ def test_a_text_over_the_models_window_is_scored_whole_in_windows(tmp_path, tiny
     expected = predictor.predict([long])[0]
     assert rows["long"]["windows"] == expected.windows > 1 and rows["long"]["tokens"] == expected.tokens
     assert rows["long"]["label"] == expected.label and rows["short"]["windows"] == 1
+
+
+def test_kept_fields_are_carried_from_every_format_into_the_output(tmp_path, keyword_predictor):
+    import datetime as dt
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "a.jsonl").write_text(json.dumps({"id": "j1", "text": "VPN", "date": "2024-03-01",
+                                                  "meta": {"outlet": "kaz.inform.kz"}, "n": 7}) + "\n", encoding="utf-8")
+    (tmp_path / "b.csv").write_text("id,text,date,n\nc1,керек,01.03.2024,8\n", encoding="utf-8")
+    pq.write_table(pa.table({"id": ["p1"], "text": ["TikTok"], "date": [dt.date(2024, 3, 1)], "n": [9]}), tmp_path / "c.parquet")
+    (tmp_path / "d.jsonl").write_text("{broken\n", encoding="utf-8")
+    out = tmp_path / "scores.parquet"
+    score_files(sorted(tmp_path.glob("[abcd].*")), out, predictor=keyword_predictor,
+                keep_fields=["date", "meta.outlet", "n"])
+    rows = read_rows(out)
+    assert list(rows[0])[:6] == ["source", "record", "id", "date", "meta.outlet", "n"]
+    assert [(r["id"], r["date"], r["meta.outlet"], r["n"]) for r in rows] == [
+        ("j1", "2024-03-01", "kaz.inform.kz", "7"), ("c1", "01.03.2024", None, "8"), ("p1", "2024-03-01", None, "9"),
+        (None, None, None, None)]  # the error row keeps its place
+    assert rows[3]["error"].startswith("malformed JSON")
+
+
+@pytest.mark.parametrize("name", ["label", "score_support", "text", "error", "windows"])
+def test_a_kept_field_may_not_shadow_an_output_column(tmp_path, keyword_predictor, name):
+    with pytest.raises(ValueError, match="already"):
+        score_files([write("jsonl", tmp_path)], tmp_path / "out.jsonl", predictor=keyword_predictor, keep_fields=[name])

@@ -47,11 +47,13 @@ def assert_same_rows(got: list[dict], want: list[dict]) -> None:
 
 def test_ray_engine_writes_what_the_local_engine_writes(tmp_path, tiny_model_dir, local_ray):
     inputs = mixed_inputs(tmp_path / "in")
+    (tmp_path / "in" / "dated.jsonl").write_text('{"id": "d", "text": "TikTok", "date": "2024-03-01"}\n', encoding="utf-8")
+    inputs.append(tmp_path / "in" / "dated.jsonl")
     local = score_files(inputs, tmp_path / "local.parquet", model=str(tiny_model_dir), threads=1, batch_size=4,
-                        keep_text=True)
+                        keep_text=True, keep_fields=["date"])
     result = CliRunner().invoke(app, ["score", *map(str, inputs), "-o", str(tmp_path / "ray.parquet"),
                                       "--model", str(tiny_model_dir), "--engine", "ray", "--threads", "1",
-                                      "--batch-size", "4", "--keep-text", "--no-progress"])
+                                      "--batch-size", "4", "--keep-text", "--no-progress", "--keep-field", "date"])
     assert result.exit_code == 0, result.output
     counts = sorted(local.encodings.items(), key=lambda item: (-item[1], item[0]))
     assert counts and "encodings: " + ", ".join(f"{e} {n}" for e, n in counts) \
@@ -59,6 +61,7 @@ def test_ray_engine_writes_what_the_local_engine_writes(tmp_path, tiny_model_dir
     want = read_rows(tmp_path / "local.parquet")
     assert_same_rows(read_rows(tmp_path / "ray.parquet"), want)
     assert sum(r["error"] is not None for r in want) == 3
+    assert want[-1]["date"] == "2024-03-01"  # kept fields travel through the actors too
 
 
 def test_ray_engine_resumes_an_interrupted_run_and_scores_documents(tmp_path, tiny_model_dir, local_ray, monkeypatch):
