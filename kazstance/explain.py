@@ -43,6 +43,9 @@ from .text import clean
 WORD = re.compile(r"\w+(?:[-'’]\w+)*")
 
 
+MAX_OCCLUSIONS = 48  # variants per text at most: bounds an explanation's cost for any length
+
+
 @dataclass(frozen=True)
 class Explanation:
     label: str                # the prediction explained
@@ -77,24 +80,22 @@ def without(text: str, spans: Sequence[tuple[int, int]]) -> str:
     return "".join(out)
 
 
-def explain(predictor: Predictor, texts: Sequence[str], max_occlusions: int = 48) -> list[Explanation]:
+def explain(predictor: Predictor, texts: Sequence[str], max_occlusions: int = MAX_OCCLUSIONS) -> list[Explanation]:
     """One `Explanation` per text, in input order; see the module docstring."""
     cleaned = [clean(t) for t in texts]
     split = [words(t) for t in cleaned]
     plans = [groups(len(w), max_occlusions) for w in split]
     # Originals first, so an empty input text is reported with its own index (EmptyText).
-    inputs, owners = list(texts), []
-    for i, (text, ws, plan) in enumerate(zip(cleaned, split, plans)):
-        for group in plan:
-            inputs.append(without(text, [ws[j][1:] for j in group]))
-            owners.append(i)
+    inputs = list(texts)
+    for text, ws, plan in zip(cleaned, split, plans):
+        inputs.extend(without(text, [ws[j][1:] for j in group]) for group in plan)
     # A text that is one word (or a group covering all of it) leaves nothing to score: it gets
     # the uninformed prior (uniform), i.e. the word carries all of the prediction's confidence.
     scorable = [k for k, t in enumerate(inputs) if k < len(texts) or clean(t)]
-    # `_predict` is `predict` and `predict_proba` in one pass: the label explained is the label
+    # `predict_with_proba` is `predict` and `predict_proba` in one pass: the label explained is the label
     # `predict` gives (for a text over the window: the document rule over its windows), and the
     # probabilities compared are `predict_proba`'s.
-    predictions, probs = predictor._predict([inputs[k] for k in scorable])
+    predictions, probs = predictor.predict_with_proba([inputs[k] for k in scorable])
     rows = np.full((len(inputs), len(predictor.labels)), 1.0 / len(predictor.labels))
     rows[scorable] = probs
 

@@ -121,14 +121,15 @@ class Predictor:
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """One prediction per text; a text over the window is read as several windows (see above)."""
-        return self._predict(texts)[0]
+        return self.predict_with_proba(texts)[0]
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Calibrated probabilities, shape [len(texts), len(self.labels)], columns in `labels` order
         (for a text read as several windows: the mean over its windows, as its scores)."""
-        return self._predict(texts)[1]
+        return self.predict_with_proba(texts)[1]
 
-    def _predict(self, texts: Sequence[str]) -> tuple[list[Prediction], np.ndarray]:
+    def predict_with_proba(self, texts: Sequence[str]) -> tuple[list[Prediction], np.ndarray]:
+        """`predict` and `predict_proba` in one pass (explanations need both)."""
         from .documents import aggregate  # documents builds on this module
 
         windows = self.windows(_cleaned(texts))

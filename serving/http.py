@@ -59,6 +59,7 @@ Document = Annotated[str, Field(max_length=settings.MAX_DOCUMENT_CHARS), AfterVa
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     texts: Annotated[list[Text], Field(min_length=1, max_length=settings.MAX_TEXTS)]
+    explain: bool = False  # word attributions for the predicted label (kazstance/explain.py)
 
 
 class DocumentRequest(BaseModel):

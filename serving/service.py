@@ -25,8 +25,9 @@ from pydantic import Field
 
 from kazstance.documents import aggregate
 from kazstance.modeling import ModelRef
+from kazstance.explain import MAX_OCCLUSIONS, words
 from kazstance.predictor import Prediction, Predictor, count_windows, window_size, window_starts
-from kazstance.text import split_sentences
+from kazstance.text import clean, split_sentences
 from serving import settings, timeouts
 from serving.http import Document, RequestGuard, Text, answer, check_results, metadata_app, model_metadata
 
@@ -74,6 +75,14 @@ class StanceModel:
         scored. A batch holds other clients' texts, so one failure must not fail the batch."""
         return [answer(p) for p in self.predictor.predict_each(texts)]
 
+    @bentoml.api
+    def explain(self, texts: list[str]) -> list[dict]:
+        """Word attributions for each text's predicted label; not batched across requests (each
+        text already makes its own batch of occluded variants)."""
+        from kazstance.explain import explain
+
+        return [{"method": e.method, "words": e.words} for e in explain(self.predictor, texts)]
+
 
 @bentoml.service(name="kazstance", traffic={"timeout": 120})
 @bentoml.asgi_app(metadata_app, path="/")
@@ -86,25 +95,29 @@ class KazStance:
         # A fast tokenizer changes its truncation state per call: one thread at a time ("Already borrowed").
         self.tokenizer_lock = threading.Lock()
 
-    async def check_windows(self, texts: list[str], field: str) -> None:
+    async def check_windows(self, texts: list[str], field: str, explain: bool = False) -> None:
         """Refuse a request that would take more than MAX_WINDOWS model windows (long texts take
-        several), before any model work: one request must not hold the model for minutes."""
+        several; an explained text is read once more per word, at most 48 more), before any model
+        work: one request must not hold the model for minutes."""
         if self.tokenizer is None:
             return
+        per_text = [1 + min(len(words(clean(t))), MAX_OCCLUSIONS) if explain else 1 for t in texts]
         # A text has at most ~2 tokens a character (a piece per character plus word-start marks;
         # 3 leaves room for Unicode normalisation): most requests are under the cap without
         # tokenising, which would add work to this process on every request.
         size = window_size(self.tokenizer, self.metadata["max_tokens"])
-        if sum(len(window_starts(3 * len(t) + 2, size)) for t in texts) <= settings.MAX_WINDOWS:
+        if sum(n * len(window_starts(3 * len(t) + 2, size)) for t, n in zip(texts, per_text)) <= settings.MAX_WINDOWS:
             return
 
         def windows() -> int:
             with self.tokenizer_lock:
-                return count_windows(self.tokenizer, self.metadata["max_tokens"], texts)
+                return sum(n * count_windows(self.tokenizer, self.metadata["max_tokens"], [t])
+                           for t, n in zip(texts, per_text))
 
         count = await asyncio.to_thread(windows)
         if count > settings.MAX_WINDOWS:
-            raise BadInput(f"{field}: {count} model windows of {self.metadata['max_tokens']} tokens; the limit per "
+            what = "model windows, explanations included," if explain else "model windows"
+            raise BadInput(f"{field}: {count} {what} of {self.metadata['max_tokens']} tokens; the limit per "
                            f"request is {settings.MAX_WINDOWS}: send fewer or shorter texts")
 
     async def classify(self, texts: list[str]) -> list[dict]:
@@ -122,12 +135,16 @@ class KazStance:
         return results
 
     @bentoml.api(route="/predict")
-    async def predict(self, texts: Annotated[list[Text], Field(min_length=1, max_length=settings.MAX_TEXTS)]) -> dict:
-        """Stance of each statement, in input order."""
-        await self.check_windows(texts, "texts")
+    async def predict(self, texts: Annotated[list[Text], Field(min_length=1, max_length=settings.MAX_TEXTS)],
+                      explain: bool = False) -> dict:
+        """Stance of each statement, in input order; with `explain`, each word's attribution to it."""
+        await self.check_windows(texts, "texts", explain)
         predictions = await self.classify_checked(texts, "texts")
         for p in predictions:
             record("predict", p["label"], p["scores"])
+        if explain:
+            for p, explanation in zip(predictions, await self.model.to_async.explain(texts)):
+                p["explanation"] = explanation
         return {"model": self.metadata["model"], "predictions": predictions}
 
     @bentoml.api(route="/predict_document")

@@ -157,3 +157,16 @@ def test_metrics_count_predicted_labels_and_winning_probabilities(server):
         assert after.get(label, 0) - before.get(label, 0) == expected
     text = httpx.get(f"{server['url']}/metrics", timeout=10).text
     assert re.search(r'^kazstance_winning_probability_count\{endpoint="predict"\} [1-9]', text, re.M)
+
+
+def test_explain_returns_word_attributions_for_the_predicted_label(server):
+    text = "TikTok-ты бұғаттау керек, балаларға зияны көп."
+    plain = post(server, "/predict", {"texts": [text]}).json()["predictions"][0]
+    explained = post(server, "/predict", {"texts": [text], "explain": True}).json()["predictions"][0]
+    assert explained["label"] == plain["label"] and "explanation" not in plain
+    words = explained["explanation"]["words"]
+    assert explained["explanation"]["method"] == "occlusion"
+    assert [w["word"] for w in words] == ["TikTok-ты", "бұғаттау", "керек", "балаларға", "зияны", "көп"]
+    assert all(text[w["start"]:w["end"]] == w["word"] and isinstance(w["attribution"], float) for w in words)
+    r = post(server, "/predict", {"texts": [text], "explain": "yes"})
+    assert r.status_code == 400 and r.json()["error"].startswith("explain:")

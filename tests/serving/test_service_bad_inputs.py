@@ -39,6 +39,10 @@ CASES = {
     # 32 texts of 3,000 characters, a token each for the tiny model: ~67 windows of 64 tokens apiece.
     "more windows than a request may take": ("/predict", "POST", body({"texts": ["jk" * 1500] * 32}), JSON, 400,
                                              "model windows of 64 tokens; the limit per request is 2048"),
+    "explanations over the window budget": ("/predict", "POST", body({"texts": ["a b c d e f g h i j"] * 256, "explain": True}),
+                                            JSON, 400, "model windows, explanations included,"),
+    "explain not a boolean": ("/predict", "POST", body({"texts": ["ok"], "explain": "yes"}), JSON, 400,
+                              "explain: Input should be a valid boolean"),
     "unknown field": ("/predict", "POST", body({"texts": ["ok"], "lang": "kk"}), JSON, 400, "lang: unknown field"),
     "lone surrogate": ("/predict", "POST", b'{"texts": ["\\udcd0"]}', JSON, 400, "texts[0]"),
     "NaN for texts": ("/predict", "POST", b'{"texts": NaN}', JSON, 400, "texts"),
