@@ -261,7 +261,7 @@ def export(model: str = typer.Option("kazstance:latest", help=MODEL_HELP),
            format_: str = typer.Option("onnx-int8", "--format", help="onnx-int8: the int8 model for --backend int8; "
                                                                    "bf16: fit --backend bf16 its own temperature."),
            calibration: Optional[Path] = typer.Option(
-               None, help="JSONL statements on which to find the layers int8 would hurt (default: data/train.jsonl if present)."),
+               None, help="JSONL statements on which to find the layers int8 would hurt (default: data/news/train.jsonl or data/train.jsonl)."),
            validation: Optional[Path] = typer.Option(
                None, help="Labelled JSONL to fit the int8 model's temperature on (default: data/validation.jsonl if present).")) -> None:
     """Write the int8 ONNX model beside a model folder, or into a new BentoML version of a tag."""

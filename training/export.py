@@ -71,7 +71,8 @@ def export_model(ref: str | Path, format: str = "onnx-int8", calibration: Path |
     """Export a model folder in place, or a BentoML tag into a new version of that model.
 
     `calibration`: a JSONL file of statements (`text` field) on which to measure what int8 does to
-    each layer's input; default `data/train.jsonl` when it exists, else the built-in probe texts.
+    each layer's input; default `data/news/train.jsonl` or `data/train.jsonl` when one exists, else
+    the built-in probe texts.
     `validation`: labelled JSONL (`text`, `label`) on which to fit the int8 model's own temperature;
     default `data/validation.jsonl` when it exists, else int8 keeps the fp32 model's."""
     if format not in FORMATS:
@@ -154,10 +155,11 @@ def export_int8(model_dir: Path, out_dir: Path, calibration: list[str] | None = 
 
 
 def calibration_texts(path: Path | None) -> tuple[list[str] | None, str]:
-    """Up to CALIBRATION_TEXTS statements from a JSONL file (default: data/train.jsonl if present)."""
+    """Up to CALIBRATION_TEXTS statements from a JSONL file (default: the news train split if
+    present, news being what users score, else data/train.jsonl)."""
     if path is None:
-        path = Path("data/train.jsonl")
-        if not path.is_file():
+        path = next((p for p in (Path("data/news/train.jsonl"), Path("data/train.jsonl")) if p.is_file()), None)
+        if path is None:
             return None, "built-in probe statements"
     if not Path(path).is_file():
         raise ExportError(f"calibration file {path} does not exist")

@@ -25,6 +25,14 @@ the int8 backend as shipped (two threads, batch 32):
 - split where the error is over 0.10 (layers 0, 4, 5; one channel each): 98.4 / 97.9 / 99.4%;
 - split where it is over 0.05 (also layers 1, 2, 6, 7; the setting here): 99.5 / 98.7 / 100%,
   264 statements/s; SmoothQuant (alpha 0.5) instead: 96.0% on test.
+
+On the retrained default model (hand-written plus news; int8 run per text, batch-invariant),
+label agreement on the clear news validation / test items, calibrated on news train statements:
+- layers kept fp32 over an error of 0.10 (the FFN up-projections all stay int8, at 0.05-0.074):
+  98.8 / 96.8%;
+- over 0.065 (4 up-projections fp32): 99.2 / 98.3%, 161 statements/s;
+- over 0.05 (the setting here; 9 up-projections fp32): 99.6 / 99.0%, 156 statements/s against
+  about 200 at 0.10: the price of int8 keeping fp32's labels.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-OUTLIER_ERROR = 0.10   # layers: over this relative rounding error stays fp32 (after the split, all here are under 0.08)
+OUTLIER_ERROR = 0.05   # layers: over this relative rounding error stays fp32 (see the measurements above)
 SPLIT_ERROR = 0.05     # FFN down-projections: over this, outlier channels move to the side path (it costs nothing)
 OUTLIER_FACTOR = 6.0   # channels: over this x the median channel's peak is an outlier
 
