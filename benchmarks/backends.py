@@ -46,10 +46,10 @@ def machine() -> dict:
     import onnxruntime
     import torch
 
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
-    flags = set(re.search(r"^flags\s*:\s*(.*)$", cpuinfo, re.M).group(1).split())
-    return {"cpu": model.group(1) if model else "", "cores": len(os.sched_getaffinity(0)),
+    from kazstance.backend_choice import cpu
+
+    model, flags = cpu()
+    return {"cpu": model, "cores": len(os.sched_getaffinity(0)),
             "isa": {flag: flag in flags for flag in ISA_FLAGS}, "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "load_average_before": os.getloadavg()}
 

@@ -30,9 +30,9 @@ TARGET_SECONDS = 20 * 60
 
 
 def machine() -> dict:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
-    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    from kazstance.backend_choice import cpu
+
+    model, flags = cpu()
     return {"cpu": model or platform.processor(), "cores": len(os.sched_getaffinity(0)),
             "isa": {flag: flag in flags for flag in ISA_FLAGS}, "python": platform.python_version()}
 

@@ -50,18 +50,23 @@ PROBE = [
 ] * 2
 
 
-def cpu_key() -> str:
-    """What decides the winner: the CPU model, its bf16/int8 features and the cores used."""
+def cpu() -> tuple[str, set[str]]:
+    """This CPU's model name and its feature flags (from /proc/cpuinfo; empty where there is none)."""
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
-    flags_line = re.search(r"^flags\s*:\s*(.*)$", cpuinfo, re.M)
-    flags = set(flags_line.group(1).split()) if flags_line else set()
+    flags = re.search(r"^flags\s*:\s*(.*)$", cpuinfo, re.M)
+    return (model.group(1) if model else ""), (set(flags.group(1).split()) if flags else set())
+
+
+def cpu_key() -> str:
+    """What decides the winner: the CPU model, its bf16/int8 features and the cores used."""
+    model, flags = cpu()
     features = [f for f in ("avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16") if f in flags]
-    return f"{model.group(1) if model else 'cpu'}|{'+'.join(features)}|{len(os.sched_getaffinity(0))} cores"
+    return f"{model or 'cpu'}|{'+'.join(features)}|{len(os.sched_getaffinity(0))} cores"
 
 
 def has_bf16() -> bool:
-    return any(flag in cpu_key() for flag in BF16_FLAGS)
+    return bool(cpu()[1] & set(BF16_FLAGS))
 
 
 def cache_file() -> Path:
@@ -70,11 +75,10 @@ def cache_file() -> Path:
 
 def choose(path: Path, max_length: int, threads: int | None = None) -> dict:
     """{"backend": the winner, "why": ..., "measured": {backend: statements/s or the reason it is out}}."""
-    cached = cached_choice(path, threads)
-    if cached:
-        return cached
-    key = _key(path, threads)
+    key = _key(path, threads)  # hashes the model (~1 s): once
     cache = _read(cache_file())
+    if key in cache:
+        return cache[key]
     decision = _measure(path, max_length, threads)
     cache[key] = decision
     _write(cache_file(), cache)

@@ -38,6 +38,7 @@ REQUIRED = ("id", "text", "label", "lang", "platform", "source")
 LANGS = ("kk", "kk-latn", "ru", "kk-ru")
 SPLITS = ("train", "validation", "test", "challenge")  # challenge: evaluation only, never trained on
 CLARITY = ("clear", "borderline")
+NEAR_DUPLICATE = 0.8  # character 5-gram Jaccard from which two statements count as near duplicates
 
 
 @dataclass
@@ -101,7 +102,7 @@ def near_duplicates(texts: list[str], threshold: float, block: int = 2048) -> li
     return pairs
 
 
-def check(paths: list[Path], near_threshold: float = 0.8, heldout_files: tuple[Path, ...] | list[Path] = HELDOUT_FILES
+def check(paths: list[Path], near_threshold: float = NEAR_DUPLICATE, heldout_files: tuple[Path, ...] | list[Path] = HELDOUT_FILES
           ) -> Report:
     report = Report()
     heldout = load_heldout(heldout_files)
@@ -249,7 +250,7 @@ def cue_report(report: Report) -> list[dict]:
     return out
 
 
-def check_and_report(paths: list[Path], near_threshold: float = 0.8, console: Console | None = None,
+def check_and_report(paths: list[Path], near_threshold: float = NEAR_DUPLICATE, console: Console | None = None,
                      heldout_files: tuple[Path, ...] | list[Path] = HELDOUT_FILES, cues: bool = True) -> bool:
     console = console or Console()
     report = check(paths, near_threshold, heldout_files)

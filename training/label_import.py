@@ -32,13 +32,12 @@ from pathlib import Path
 from kazstance.labels import LABELS
 
 from .data import DataError, iter_rows
-from .data_check import LANGS, SPLITS, near_duplicates, normalise
+from .data_check import LANGS, NEAR_DUPLICATE, SPLITS, near_duplicates, normalise
 from .sources import HELDOUT_FILES, load_heldout, normalise_url, url_hash
 
 # The data card's platform values (`data/README.md`, "Files and fields").
 PLATFORMS = ("tiktok", "instagram", "facebook", "meta", "telegram", "youtube", "whatsapp", "x", "vk", "threads",
              "online-games", "general")
-NEAR_DUPLICATE = 0.8  # character 5-gram Jaccard, as `kazstance data check` counts near duplicates
 # Record fields kept from the batch when present (provenance and the data card's optional fields).
 KEPT_FIELDS = ("source_url", "outlet", "date", "context", "speaker", "register", "restriction", "source_lang")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

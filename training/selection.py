@@ -42,7 +42,8 @@ from typing import Callable, Iterable, Iterator
 
 from .data import DataError, iter_rows
 from .data_check import near_duplicates, normalise
-from .label_import import NEAR_DUPLICATE, labelling_config
+from .data_check import NEAR_DUPLICATE
+from .label_import import labelling_config
 
 STRATEGIES = ("default", "uncertainty", "margin", "diverse")
 FORMATS = ("csv", "label-studio")
