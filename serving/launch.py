@@ -19,13 +19,10 @@ def resolve_tag(model: str) -> str:
     from kazstance.modeling import read_meta
 
     if Path(model).is_dir():
-        from training.registry import find_registered, register
+        from training.registry import register_once
 
         meta = read_meta(Path(model))
-        existing = find_registered(Path(model))
-        if existing:
-            return existing
-        return register(Path(model), {"run_name": Path(model).name, "kind": meta.get("kind", "transformer"), **meta})
+        return register_once(Path(model), {"run_name": Path(model).name, "kind": meta.get("kind", "transformer"), **meta})
     return str(bentoml.models.get(model).tag)  # fails clearly if the tag is unknown
 
 

@@ -6,48 +6,42 @@ metrics and the hashes that tie it to its weights and data.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
+from kazstance.int8 import weights_digest
 from kazstance.modeling import BENTO_MODEL_NAME, content_hash
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def find_registered(run_dir: Path) -> str | None:
-    """The newest store version holding exactly this folder's files, if any."""
+def register_once(run_dir: Path, meta: dict) -> str:
+    """The newest store version holding exactly this folder's files, or a new one: restarting a
+    server on the same folder neither copies it again nor moves `latest`."""
     import bentoml
     from bentoml.exceptions import NotFound
 
-    digest = content_hash(run_dir)
+    digest = content_hash(run_dir)  # hashes the weights: once, for the lookup and the new entry
     try:
         versions = bentoml.models.list(BENTO_MODEL_NAME)
     except NotFound:  # an empty store
-        return None
+        versions = []
     matches = [m for m in versions if m.info.metadata.get("content_sha256") == digest]
-    return str(max(matches, key=lambda m: m.info.creation_time).tag) if matches else None
+    if matches:
+        return str(max(matches, key=lambda m: m.info.creation_time).tag)
+    return register(run_dir, meta, content_sha256=digest)
 
 
-def register(run_dir: Path, meta: dict) -> str:
+def register(run_dir: Path, meta: dict, content_sha256: str | None = None) -> str:
     """Copy the run's inference files into a new store entry; returns the tag."""
     import bentoml
 
-    weights = sorted(run_dir.glob("*.safetensors"))
     headline = meta.get("headline", "test")
     test = meta.get("metrics", {}).get(headline, {})
     metadata = {
         "run_name": meta["run_name"],
         "base_model": meta["base_model"],
         "data_fingerprint": meta["data_fingerprint"],
-        "weights_sha256": {p.name: sha256_file(p) for p in weights},
-        "content_sha256": content_hash(run_dir),  # what `find_registered` matches a folder by
+        "weights_sha256": weights_digest(run_dir),
+        "content_sha256": content_sha256 or content_hash(run_dir),  # what `register_once` matches a folder by
         "temperature": meta["temperature"],
         "test_set": headline,
         "test_macro_f1": test.get("macro_f1"),
