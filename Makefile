@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PORT   ?= 3000
 
-.PHONY: help setup run base-model train baseline evaluate serve test test-fast data-check bench clean
+.PHONY: help chromium setup run base-model train baseline evaluate serve test test-fast data-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev,ray]"
 	rm -f $(VENV)/.installed-* && touch $@
+
+# Debian's Chromium: the report's browser test and `kazstance report --screenshot` drive it (playwright
+# cannot download its own browser here: no internet).
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+chromium:  ## install Debian's chromium when it is missing
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+		|| ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium)
 
 setup: $(STAMP)  ## create .venv and install torch (CPU) and the project
 
@@ -44,11 +52,11 @@ run: base-model  ## THE MAIN JOB: set up, train the default model if none exists
 data-check: setup  ## validate data/ against the label contract
 	$(BIN)/kazstance data check data
 
-test: setup  ## THE TEST COMMAND: data check, then the whole suite (slow tests included)
+test: setup chromium  ## THE TEST COMMAND: data check, then the whole suite (slow tests included)
 	$(BIN)/kazstance data check data
 	$(BIN)/python -m pytest -q
 
-test-fast: setup  ## the suite without tests marked slow
+test-fast: setup chromium  ## the suite without tests marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup  ## run the benchmarks (needs a trained default model)

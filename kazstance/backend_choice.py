@@ -129,11 +129,15 @@ def _measure(path: Path, max_length: int, threads: int | None) -> dict:
         except Exception as err:  # noqa: BLE001 - a stale artefact, a missing runtime: not a candidate
             measured[name] = f"unavailable: {type(err).__name__}: {err}"
             continue
-        probs = predictor.predict_proba(PROBE)
+        predictions, probs = predictor.predict_with_proba(PROBE)
+        platforms = [p.platform for p in predictions]
         if reference is None:
-            reference = probs  # fp32 comes first
+            reference, reference_platforms = probs, platforms  # fp32 comes first
         elif (probs.argmax(1) != reference.argmax(1)).any() or np.abs(probs - reference).max() > MAX_PROB_DIFF:
             measured[name] = f"out: differs from fp32 on the probe (largest probability change {np.abs(probs - reference).max():.3f})"
+            continue
+        elif platforms != reference_platforms:
+            measured[name] = "out: names another platform than fp32 on the probe"
             continue
         best = min(_seconds(predictor) for _ in range(3))
         measured[name] = round(len(PROBE) / best, 1)

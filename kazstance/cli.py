@@ -128,6 +128,10 @@ def evaluate(model: str = typer.Option("kazstance:latest", help=MODEL_HELP),
     out["by_lang"] = {lang: {k: m[k] for k in ("n", "macro_f1")} for lang, m in metrics.get("by_lang", {}).items()}
     if "clear" in metrics:
         out["clear"] = {k: metrics["clear"][k] for k in SUMMARY}
+    if "platform" in metrics:  # the platform head, on the records' platform field
+        platform = metrics["platform"]
+        out["platform"] = {"n": platform["n"], "accuracy": platform["accuracy"], "macro_f1": platform["macro_f1"],
+                           "f1": {name: round(m["f1"], 4) for name, m in platform["per_platform"].items()}}
     console.print_json(json.dumps(out))
 
 
@@ -150,7 +154,8 @@ def predict(texts: List[str] = typer.Argument(..., help="Statements to classify.
     except (ModelNotFound, ValueError) as err:
         fail(str(err))
     if as_json:
-        rows = [{"text": t, "label": p.label, "scores": p.scores, "tokens": p.tokens, "windows": p.windows}
+        rows = [{"text": t, "label": p.label, "scores": p.scores, "tokens": p.tokens, "windows": p.windows,
+                 **({"platform": p.platform, "platform_scores": p.platform_scores} if p.platform else {})}
                 for t, p in zip(texts, predictions)]
         for row, e in zip(rows, explanations):
             if e is not None:
@@ -161,7 +166,8 @@ def predict(texts: List[str] = typer.Argument(..., help="Statements to classify.
     for text, p, e in zip(texts, predictions, explanations):
         scores = "  ".join(f"{k}={v:.3f}" for k, v in p.scores.items())
         windows = f"  ({p.tokens} tokens, read in {p.windows} windows)" if p.windows > 1 else ""
-        typer.echo(f"{p.label:8s} {scores}  {text}{windows}")
+        platform = f"  [{p.platform} {p.platform_scores[p.platform]:.2f}]" if p.platform else ""
+        typer.echo(f"{p.label:8s} {scores}{platform}  {text}{windows}")
         if e is not None:
             out.print(render(e, indent="  "))
 
@@ -201,6 +207,90 @@ def select_batch(
                   f"{selection.pool} from {selection.groups} source group(s); {selection.duplicates_skipped} "
                   f"duplicate(s) skipped; {len(selection.picked)} picked by {selection.strategy}")
     console.print("wrote " + ", ".join(map(str, written)))
+
+
+@app.command()
+def report(
+    scored: List[Path] = typer.Argument(..., help="Output files of `kazstance score` (.parquet, .jsonl, .csv)."),
+    out: Path = typer.Option(..., help="The report page (.html), self-contained: it opens with no network."),
+    by: Optional[List[str]] = typer.Option(None, "--by", help="Group by date, outlet, platform and/or lang (repeat "
+                                                             "the option; default: every one the files carry)."),
+    period: str = typer.Option("month", help="Period of the charts over time: week or month."),
+    since: Optional[str] = typer.Option(None, help="Only items dated on or after this day (YYYY-MM-DD); undated "
+                                                   "items are left out too."),
+    until: Optional[str] = typer.Option(None, help="Only items dated on or before this day (YYYY-MM-DD)."),
+    csv: Optional[Path] = typer.Option(None, help="The aggregates as CSV (default: the page's name with .csv)."),
+    low_confidence: float = typer.Option(0.6, help="An item whose highest probability is under this is low-confidence."),
+    evidence: int = typer.Option(3, min=0, help="Most confident items shown per stance (and period)."),
+    model: Optional[str] = typer.Option(None, help="Model that explains the evidence (default: the one named in the "
+                                                   "scored files' `model` column). " + MODEL_HELP),
+    explain_: bool = typer.Option(True, "--explain/--no-explain", help="Highlight the words each piece of evidence "
+                                                                       "leans on (one extra model input per word)."),
+    top_groups: int = typer.Option(20, min=1, help="Largest outlets/platforms/languages drawn (all are in the CSV)."),
+    title: str = typer.Option("Stance report", help="The page's title."),
+    screenshot: Optional[Path] = typer.Option(None, help="Also render the page in headless Chromium and save a PNG "
+                                                         "(needs chromium and playwright)."),
+) -> None:
+    """Stance share over time and by outlet, platform and language, with evidence: an HTML page and a CSV."""
+    from serving.report import ReportError, build_report, read_scored
+
+    try:
+        scored_rows = read_scored(scored, period=period, low_confidence=low_confidence, since=day(since, "--since"),
+                                  until=day(until, "--until"))
+        predictor, note = (explaining_model(model, scored_rows.models) if explain_ and evidence
+                           else (None, "explanations were turned off (--no-explain)" if evidence else None))
+        result = build_report(scored_rows, out, by=by, csv_path=csv, evidence_per_cell=evidence,
+                              predictor=predictor, explain_note=note, title=title, top_groups=top_groups)
+    except (ReportError, OSError) as err:
+        fail(str(err))
+    s = result.scored
+    outside = f", {s.outside_range} outside --since/--until" if since or until else ""
+    console.print(f"read {s.rows} rows ({s.errors} error rows left out{outside}); grouped by "
+                  f"{', '.join(result.by) or 'nothing'}")
+    if "date" in result.by:
+        examples = f" (e.g. {', '.join(s.unparseable_examples)})" if s.unparseable_examples else ""
+        console.print(escape(f"dates: {s.dates_missing} missing, {s.dates_unparseable} unparseable{examples}"))
+    if result.note:
+        console.print(escape(f"evidence not highlighted: {result.note}"), style="yellow")
+    console.print(f"wrote {result.html} ({result.charts} charts, {result.evidence} evidence items) and {result.csv}")
+    if screenshot is not None:
+        from serving.report_browser import BrowserError, open_report
+
+        try:
+            check = open_report(result.html, screenshot=screenshot)
+        except BrowserError as err:
+            fail(str(err))
+        console.print(f"rendered in Chromium: {check.drawn}/{check.expected} charts drawn, "
+                      f"{len(check.console_errors)} console errors; screenshot {screenshot}")
+
+
+def day(value: str | None, option: str):
+    """An ISO day from the command line, or None."""
+    import datetime
+
+    if value is None:
+        return None
+    try:
+        return datetime.date.fromisoformat(value)
+    except ValueError:
+        fail(f"{option} {value!r}: expected a day as YYYY-MM-DD")
+
+
+def explaining_model(model: str | None, scored_with: list[str]):
+    """(predictor, None), or (None, why not) when the scoring model is not at hand. A model asked
+    for by name must load: a typo must not pass silently."""
+    from kazstance.modeling import ModelNotFound
+    from kazstance.predictor import Predictor
+
+    if model is None and len(scored_with) != 1:
+        return None, (f"the scored files name {len(scored_with)} models; pass --model to explain the evidence"
+                      if scored_with else "the scored files name no model; pass --model to explain the evidence")
+    try:
+        return Predictor.load(model or scored_with[0]), None
+    except (ModelNotFound, ValueError, OSError) as err:
+        if model is not None:
+            fail(str(err))
+        return None, f"the scoring model {scored_with[0]} cannot be loaded here ({err}); pass --model"
 
 
 @data_app.command("import")
@@ -245,13 +335,18 @@ def serve(model: str = typer.Option("kazstance:latest", help="BentoML tag or mod
           api_key_file: Optional[Path] = typer.Option(
               None, exists=True, dir_okay=False, help="File holding the API key clients must send "
                                                       "(or set KAZSTANCE_API_KEY)."),
-          metrics_public: bool = typer.Option(False, help="Leave /metrics open when an API key is required.")) -> None:
-    """Serve predictions over HTTP with BentoML (POST /predict, /predict_document, GET /metadata)."""
+          metrics_public: bool = typer.Option(False, help="Leave /metrics open when an API key is required."),
+          jobs_dir: Optional[Path] = typer.Option(None, file_okay=False, help="Folder for /jobs uploads, states and "
+                                                  "results (default: $KAZSTANCE_JOBS_DIR or <BENTOML_HOME>/kazstance-jobs)."),
+          jobs_allow: List[Path] = typer.Option([], exists=True, file_okay=False, help="A folder whose files /jobs may "
+                                                 "score by server-side path (repeatable; default: none).")) -> None:
+    """Serve predictions over HTTP with BentoML (POST /predict, /predict_document, GET /metadata, /jobs)."""
     from serving.launch import serve_forever
 
     try:
         serve_forever(model=model, host=host, port=port, backend=backend, workers=workers, threads=threads,
-                      api_key_file=api_key_file, metrics_public=metrics_public)
+                      api_key_file=api_key_file, metrics_public=metrics_public, jobs_dir=jobs_dir,
+                      jobs_allow=jobs_allow)
     except ValueError as err:
         fail(str(err))
 

@@ -10,6 +10,12 @@ The aggregation rule (the HTTP service and the batch scorer share it, and the RE
 4. The evidence returned is the winning stance's sentences, most confident first (all evidence
    sentences when the document is balanced).
 Document `scores` are the mean of the sentence probabilities.
+
+The platform a document is about (models with a platform head; `aggregate_platform`): the
+sentences that name one (their platform is not `general`) vote with their probability for it.
+The document is about the leading platform when it holds at least `PLATFORM_MAJORITY` of those
+votes, else it is `general` (no single platform is meant: none is named, or several are). Its
+`platform_scores` are the mean of the sentences' platform probabilities.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from .text import split_sentences
 
 BALANCE_MARGIN = 0.2
 MAX_EVIDENCE = 5
+GENERAL = "general"
+PLATFORM_MAJORITY = 2 / 3
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,25 @@ def aggregate(sentence_predictions: list[Prediction], labels: tuple[str, ...]) -
         evidence = [i for i in evidence if sentence_predictions[i].label == leader]
     evidence.sort(key=lambda i: -max(sentence_predictions[i].scores[s] for s in weight))
     return label, mean, evidence[:MAX_EVIDENCE]
+
+
+def aggregate_platform(predictions: list[Prediction]) -> tuple[str | None, dict[str, float] | None]:
+    """The platform rule above: (platform, mean platform scores), or (None, None) without a platform head."""
+    named = [p for p in predictions if p.platform_scores is not None]
+    if not named:
+        return None, None
+    names = list(named[0].platform_scores)
+    mean = {name: round(float(np.mean([p.platform_scores[name] for p in named])), 6) for name in names}
+    votes: dict[str, float] = {}
+    for p in named:
+        if p.platform != GENERAL:
+            votes[p.platform] = votes.get(p.platform, 0.0) + p.platform_scores[p.platform]
+    if not votes:
+        return (GENERAL if GENERAL in names else max(mean, key=mean.get)), mean
+    leader = max(votes, key=votes.get)
+    if votes[leader] >= PLATFORM_MAJORITY * sum(votes.values()) or GENERAL not in names:
+        return leader, mean
+    return GENERAL, mean
 
 
 def predict_document(predictor: Predictor, text: str) -> DocumentPrediction:

@@ -10,18 +10,25 @@ Long texts are never cut silently. A text longer than the model's window (`max_l
 quarter of a window; each window is predicted on its own and the windows are combined
 with the document rule (`kazstance.documents.aggregate`), as the sentences of a document are.
 Every prediction says how many tokens its text has and how many windows were read.
+
+A model trained with a platform head also names the platform each text is about (`platform`,
+`general` when no single platform is meant) with its probabilities (`platform_scores`); the
+stance outputs and the platform outputs are two softmax groups of one output layer (see
+`kazstance.labels`). The temperature calibrates the stance only. A text read in several windows
+takes the document rule for platforms (`kazstance.documents.aggregate_platform`).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .backends import Backend, open_backend
+from .labels import PLATFORM_PREFIX, split_outputs
 from .modeling import DEFAULT_MODEL, ModelRef, resolve
 from .text import clean
 
@@ -32,6 +39,8 @@ class Prediction:
     scores: dict[str, float]
     tokens: int | None = None  # the cleaned text's tokens, special tokens excluded (None: no tokenizer)
     windows: int = 1           # model windows read; more than 1 only for texts over the window
+    platform: str | None = None                    # the platform the text is about (None: no platform head)
+    platform_scores: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,9 +84,21 @@ class Predictor:
     backend_name: str = "torch"  # what `backend` is; with backend="auto", what was chosen
     backend_choice: dict | None = None  # with backend="auto": the measurements behind the choice
 
+    def __post_init__(self) -> None:
+        outputs = tuple(self.backend.labels)
+        self._stance, self._platform = split_outputs(outputs)
+        self._labels = tuple(outputs[i] for i in self._stance)
+        self._platforms = tuple(outputs[i][len(PLATFORM_PREFIX):] for i in self._platform)
+
     @property
     def labels(self) -> tuple[str, ...]:
-        return self.backend.labels
+        """The stance labels, in the model's order."""
+        return self._labels
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """The platforms the model names; empty without a platform head."""
+        return self._platforms
 
     @classmethod
     def load(cls, ref: str | Path = DEFAULT_MODEL, backend: str = "torch", threads: int | None = None,
@@ -107,14 +128,15 @@ class Predictor:
                    path=ref.path, backend_name=backend, backend_choice=choice)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        """Raw (uncalibrated) logits of each text's first window, shape [len(texts), len(labels)].
+        """Raw (uncalibrated) stance logits of each text's first window, shape [len(texts), len(labels)].
 
         For fitting the temperature on labelled statements, which fit one window."""
         cleaned = _cleaned(texts)
-        return self._logits(cleaned, self.backend.lengths(cleaned))
+        return self._logits(cleaned, self.backend.lengths(cleaned))[:, self._stance]
 
     def _logits(self, texts: list[str], lengths: list[int]) -> np.ndarray:
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        """All of the model's outputs (stance, then platforms when it has them)."""
+        out = np.zeros((len(texts), len(self.backend.labels)), dtype=np.float32)
         for batch in length_batches(lengths, self.batch_size):
             out[batch] = self.backend.logits([texts[i] for i in batch])
         return out
@@ -130,21 +152,27 @@ class Predictor:
 
     def predict_with_proba(self, texts: Sequence[str]) -> tuple[list[Prediction], np.ndarray]:
         """`predict` and `predict_proba` in one pass (explanations need both)."""
-        from .documents import aggregate  # documents builds on this module
+        from .documents import aggregate, aggregate_platform  # documents builds on this module
 
         windows = self.windows(_cleaned(texts))
-        probs = softmax(self._logits(windows.pieces, windows.lengths) / self.temperature)
+        logits = self._logits(windows.pieces, windows.lengths)
+        probs = softmax(logits[:, self._stance] / self.temperature)
+        platform_probs = softmax(logits[:, self._platform]) if self._platform else None
         rows: list[list[int]] = [[] for _ in texts]
         for k, i in enumerate(windows.owner):
             rows[i].append(k)
         out, means = [], np.zeros((len(texts), len(self.labels)))
         for i, ks in enumerate(rows):
             means[i] = probs[ks].mean(axis=0)
+            pieces = [self.to_prediction(probs[k], platform_probs[k] if platform_probs is not None else None)
+                      for k in ks]
             if len(ks) == 1:
-                out.append(self.to_prediction(probs[ks[0]], tokens=windows.tokens[i]))
+                out.append(replace(pieces[0], tokens=windows.tokens[i]))
                 continue
-            label, scores, _ = aggregate([self.to_prediction(probs[k]) for k in ks], self.labels)
-            out.append(Prediction(label, scores, tokens=windows.tokens[i], windows=len(ks)))
+            label, scores, _ = aggregate(pieces, self.labels)
+            platform, platform_scores = aggregate_platform(pieces)
+            out.append(Prediction(label, scores, tokens=windows.tokens[i], windows=len(ks), platform=platform,
+                                  platform_scores=platform_scores))
         return out, means
 
     def predict_each(self, texts: Sequence[str]) -> list[Prediction | Exception]:
@@ -187,9 +215,16 @@ class Predictor:
                 lengths.append(min(end - start + special, self.backend.max_length))
         return Windows(pieces, owner, spans, [len(o) for o in enc["offset_mapping"]], lengths)
 
-    def to_prediction(self, row: np.ndarray, tokens: int | None = None) -> Prediction:
+    def to_prediction(self, row: np.ndarray, platform_row: np.ndarray | None = None,
+                      tokens: int | None = None) -> Prediction:
+        """A prediction from one window's stance probabilities (and platform probabilities)."""
+        platform = platform_scores = None
+        if platform_row is not None:
+            platform = self.platforms[int(platform_row.argmax())]
+            platform_scores = {name: round(float(p), 6) for name, p in zip(self.platforms, platform_row)}
         return Prediction(label=self.labels[int(row.argmax())],
-                          scores={label: round(float(p), 6) for label, p in zip(self.labels, row)}, tokens=tokens)
+                          scores={label: round(float(p), 6) for label, p in zip(self.labels, row)}, tokens=tokens,
+                          platform=platform, platform_scores=platform_scores)
 
 
 def window_size(tokenizer, max_length: int) -> int:

@@ -17,6 +17,8 @@ answer 5xx or hang:
    into the same body shape. (uvicorn's own 400 for a request that is not HTTP at all, and the
    header timeout of `serving/timeouts.py`, which closes the connection, never reach the guard.)
 Valid bodies are re-serialised from the validated model before BentoML sees them.
+The /jobs routes (`serving/job_routes.py`, mounted with /metadata) pass 1 and 4 but not 2 and 3:
+an upload is a file, not JSON, with its own size limit and a timeout between chunks instead.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from starlette.routing import Route
 from kazstance.predictor import Prediction
 from kazstance.text import clean, split_sentences
 from serving import settings
+from serving.job_routes import ROUTES as JOB_ROUTES
 
 OPEN_PATHS = ("/livez", "/readyz", "/healthz")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -91,6 +94,7 @@ def model_metadata(tag: str) -> dict:
     import bentoml
 
     from kazstance.int8 import SIDECAR
+    from kazstance.labels import PLATFORM_PREFIX, split_outputs
     from kazstance.modeling import read_meta
 
     model = bentoml.models.get(tag)
@@ -105,10 +109,13 @@ def model_metadata(tag: str) -> dict:
     # The int8 artefact may be calibrated on its own.
     int8_temperature = json.loads(sidecar.read_text(encoding="utf-8")).get("temperature", temperature) \
         if sidecar.is_file() else temperature
+    outputs = tuple(id2label[str(i)] for i in range(len(id2label)))
+    stance, platform = split_outputs(outputs)
     return {
         "model": str(model.tag),
         "base_model": display_name(meta.get("base_model")),
-        "labels": [id2label[str(i)] for i in range(len(id2label))],
+        "labels": [outputs[i] for i in stance],
+        "platforms": [outputs[i][len(PLATFORM_PREFIX):] for i in platform],  # empty: no platform head
         "max_tokens": meta.get("max_length"),
         "data_fingerprint": meta.get("data_fingerprint"),
         "metrics": meta.get("metrics", {}),
@@ -147,7 +154,7 @@ def serving_backend(tag: str) -> str | dict:
 _CHOSEN: dict[str, dict] = {}
 
 
-metadata_app = Starlette(routes=[Route("/metadata", metadata, methods=["GET"])])
+metadata_app = Starlette(routes=[Route("/metadata", metadata, methods=["GET"]), *JOB_ROUTES])
 
 
 def error_body(status: int, message: str) -> bytes:

@@ -27,7 +27,8 @@ def resolve_tag(model: str) -> str:
 
 
 def serve_forever(model: str, host: str, port: int, backend: str, workers: int, threads: int | None,
-                  api_key_file: Path | None = None, metrics_public: bool = False) -> None:
+                  api_key_file: Path | None = None, metrics_public: bool = False, jobs_dir: Path | None = None,
+                  jobs_allow: list[Path] | None = None) -> None:
     tag = resolve_tag(model)
     env = {"KAZSTANCE_MODEL": tag, "KAZSTANCE_BACKEND": backend, "KAZSTANCE_WORKERS": str(workers)}
     if metrics_public:  # otherwise a KAZSTANCE_METRICS_PUBLIC already set stands
@@ -36,6 +37,10 @@ def serve_forever(model: str, host: str, port: int, backend: str, workers: int, 
         env["KAZSTANCE_THREADS"] = str(threads)
     if api_key_file:
         env["KAZSTANCE_API_KEY_FILE"] = str(Path(api_key_file).resolve())
+    if jobs_dir:
+        env["KAZSTANCE_JOBS_DIR"] = str(Path(jobs_dir).resolve())
+    if jobs_allow:  # the folders as given (absolute): a link such as /data -> /mnt/data keeps its name
+        env["KAZSTANCE_JOBS_ALLOW"] = ":".join(os.path.abspath(p) for p in jobs_allow)
     os.environ.update(env)
     from serving.settings import api_key
 

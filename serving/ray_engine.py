@@ -50,7 +50,8 @@ def run_ray(files: list[InputFile], options: ScoreOptions, predictor: "Predictor
         ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING)
     try:
-        empty = output_schema(predictor.labels, options.unit, options.keep_text, options.keep_fields).empty_table()
+        empty = output_schema(predictor.labels, options.unit, options.keep_text, options.keep_fields,
+                              platforms=bool(predictor.platforms)).empty_table()
         _drive(_dataset(files, options, start), options, len(files), commit, empty)
     finally:
         if started:

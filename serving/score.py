@@ -7,7 +7,8 @@ evaluation and the HTTP service give.
 
 Output: one row per input record (per sentence with `unit="sentence"`): `source`, `record`,
 [`sentence`], `id`, [`text`], `label`, `score_<label>` for each of the model's labels (in the
-model's order), `tokens` and `windows` (the text's length in tokens and the model windows read:
+model's order), [`platform` and `platform_score`: the platform the text is about and its
+probability, for a model with a platform head], `tokens` and `windows` (the text's length in tokens and the model windows read:
 a text longer than the model's window is read whole, in overlapping windows, see
 `kazstance.predictor`), [`sentences`, `evidence` for documents], `model`, `error` (null when
 scored).
@@ -142,7 +143,9 @@ class Position:
 # Scoring a chunk of records: shared by the local engine and the Ray actors.
 
 
-def output_schema(labels: Iterable[str], unit: Unit, keep_text: bool, keep_fields: Iterable[str] = ()) -> "pa.Schema":
+def output_schema(labels: Iterable[str], unit: Unit, keep_text: bool, keep_fields: Iterable[str] = (),
+                  platforms: bool = False) -> "pa.Schema":
+    """The output's columns; `platforms`: the model has a platform head (`platform`, `platform_score`)."""
     import pyarrow as pa
 
     cols = [("source", pa.string()), ("record", pa.int64())]
@@ -150,6 +153,7 @@ def output_schema(labels: Iterable[str], unit: Unit, keep_text: bool, keep_field
     cols += [("id", pa.string())] + [(name, pa.string()) for name in keep_fields]
     cols += [("text", pa.string())] if keep_text else []
     cols += [("label", pa.string())] + [(f"score_{label}", pa.float64()) for label in labels]
+    cols += [("platform", pa.string()), ("platform_score", pa.float64())] if platforms else []
     cols += [("tokens", pa.int32()), ("windows", pa.int32())]
     if unit == "document":
         cols += [("sentences", pa.int32())] + ([("evidence", pa.string())] if keep_text else [])
@@ -163,7 +167,7 @@ def score_records(predictor: "Predictor", records: list[Record], unit: Unit, kee
     the record it came from (several rows per record with unit="sentence")."""
     import pyarrow as pa
 
-    from kazstance.documents import aggregate
+    from kazstance.documents import aggregate, aggregate_platform
     from kazstance.predictor import Prediction
 
     labels = predictor.labels
@@ -180,7 +184,7 @@ def score_records(predictor: "Predictor", records: list[Record], unit: Unit, kee
     predicted, failures = _predict(predictor, flat)
 
     # 2. One row per record (statement, document) or per sentence.
-    schema = output_schema(labels, unit, keep_text, keep_fields)
+    schema = output_schema(labels, unit, keep_text, keep_fields, platforms=bool(predictor.platforms))
     rows: dict[str, list] = {name: [] for name in schema.names}
     origin: list[int] = []
 
@@ -191,6 +195,8 @@ def score_records(predictor: "Predictor", records: list[Record], unit: Unit, kee
         if prediction is not None:
             values.update(label=prediction.label, tokens=prediction.tokens, windows=prediction.windows)
             values.update({f"score_{lab}": prediction.scores[lab] for lab in labels})
+            if prediction.platform is not None:
+                values.update(platform=prediction.platform, platform_score=prediction.platform_scores[prediction.platform])
         for name in schema.names:
             rows[name].append(values.get(name))
 
@@ -213,8 +219,10 @@ def score_records(predictor: "Predictor", records: list[Record], unit: Unit, kee
             emit(i, r, kept, error=failed[0], sentences=len(texts))
         else:
             label, scores, evidence = aggregate(predictions, labels)
+            platform, platform_scores = aggregate_platform(predictions)
             total = Prediction(label, scores, tokens=_sum(p.tokens for p in predictions),
-                               windows=sum(p.windows for p in predictions))
+                               windows=sum(p.windows for p in predictions), platform=platform,
+                               platform_scores=platform_scores)
             emit(i, r, kept, total, sentences=len(texts),
                  evidence="\n".join(texts[k] for k in evidence) or None)
     return pa.table(rows, schema=schema), origin
@@ -231,7 +239,7 @@ def _predict(predictor: "Predictor", texts: list[str]) -> tuple[list["Prediction
 def _kept(names: Iterable[str]) -> tuple[str, ...]:
     """The fields to carry, checked: a name the output has (or may have) would be ambiguous."""
     names = tuple(dict.fromkeys(names))
-    taken = set().union(*(output_schema((), u, True).names for u in UNITS))
+    taken = set().union(*(output_schema((), u, True, platforms=True).names for u in UNITS))
     clash = [n for n in names if n in taken or n.startswith("score_")]
     if clash:
         raise ValueError(f"--keep-field {', '.join(clash)}: the output has such a column already; "
@@ -274,7 +282,8 @@ def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str 
                 predictor: "Predictor | None" = None, progress: bool = False,
                 escape_formulas: bool = True, encoding: str | None = None, tsv_quotes: bool = False,
                 max_expansion_ratio: float = MAX_EXPANSION_RATIO,
-                max_expanded_bytes: int = MAX_EXPANDED_BYTES, keep_fields: Iterable[str] = ()) -> Summary:
+                max_expanded_bytes: int = MAX_EXPANDED_BYTES, keep_fields: Iterable[str] = (),
+                progress_file: str | Path | None = None) -> Summary:
     """Score every record of `inputs` (files, folders, archives) into `output` (.parquet, .jsonl
     or .csv); `model` defaults to kazstance:latest. Pass a loaded `predictor` to reuse it across
     calls in a notebook (with engine="ray" the actors load their own copy: pass `model` too, as
@@ -284,7 +293,9 @@ def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str 
     `tsv_quotes` reads TSV quotes as quoting, and the `max_expan*` limits cut off decompression
     bombs (see serving.readers). `keep_fields` copies those input fields (JSON keys or dotted
     paths, CSV/TSV/Parquet columns) into the output as text columns after `id`, e.g. a date and
-    an outlet to group the scores by."""
+    an outlet to group the scores by. `progress_file`, when given, is rewritten atomically (a small
+    JSON: rows, error rows, input bytes done and total) at the start, after every committed chunk
+    and at the end, for a caller in another process (the HTTP jobs, `serving/jobs.py`)."""
     import dataclasses
 
     from kazstance.modeling import resolve
@@ -317,7 +328,8 @@ def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str 
         # `kazstance:latest` may be registered during the run), a folder as its absolute path.
         options = dataclasses.replace(options, model=str(ref.path) if Path(model).is_dir() else ref.name)
     output.parent.mkdir(parents=True, exist_ok=True)
-    writer = PartWriter(output, output_schema(predictor.labels, unit, keep_text, options.keep_fields),
+    writer = PartWriter(output, output_schema(predictor.labels, unit, keep_text, options.keep_fields,
+                                              platforms=bool(predictor.platforms)),
                         fingerprint(files, options, predictor, output), resume=resume,
                         escape_formulas=options.escape_formulas)
     saved = writer.state or {}
@@ -326,13 +338,18 @@ def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str 
 
     tracker = _ByteTracker(files)
     display = _Display(progress, tracker.total, tracker.at(start), counts.rows_written)
+    reporter = _ProgressFile(Path(progress_file), tracker.total, tracker.at(start)) if progress_file else None
 
     def commit(table: "pa.Table", position: Position, records: int, unreadable: int, encodings=()) -> None:
         counts.add(table, records, unreadable)
         counts.add_encodings(encodings)  # before the checkpoint, so a resumed run counts each file once
         writer.commit(table, {"position": asdict(position), "counts": asdict(counts)})
         display.update(counts.rows_written, tracker.at(position))
+        if reporter:
+            reporter.write(counts, tracker.at(position))
 
+    if reporter:
+        reporter.write(counts, tracker.at(start))
     began = time.perf_counter()
     with display:
         if engine == "ray":
@@ -342,6 +359,8 @@ def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str 
         else:
             run_local(files, options, predictor, start, commit, tracker)
     writer.finish()
+    if reporter:
+        reporter.write(counts, tracker.total or 0, finished=True)
     for key, value in asdict(counts).items():
         setattr(summary, key, value)
     summary.seconds = time.perf_counter() - began
@@ -417,6 +436,28 @@ class _ByteTracker:
             return done + (self.handle.tell() if self.handle else 0)
         except (ValueError, OSError):  # the handle was just closed
             return done
+
+
+class _ProgressFile:
+    """The run's progress as a small JSON file, replaced atomically (never read half-written):
+    whole-run counters, input bytes done and total, and where this run (not the interrupted one
+    before it) started, so a reader can work out the rate and an ETA."""
+
+    def __init__(self, path: Path, total_bytes: int | None, start_bytes: int):
+        self.path, self.total, self.start_bytes = path, total_bytes, start_bytes
+        self.started_at = time.time()
+
+    def write(self, counts: Counts, bytes_done: int, finished: bool = False) -> None:
+        import json
+        import os
+
+        record = {"rows_read": counts.rows_read, "rows_written": counts.rows_written, "scored": counts.scored,
+                  "errors": counts.errors, "bytes_done": bytes_done, "bytes_total": self.total,
+                  "run_start_bytes": self.start_bytes, "run_started_at": self.started_at,
+                  "updated_at": time.time(), "finished": finished}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(tmp, self.path)
 
 
 class _Display:

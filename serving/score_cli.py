@@ -57,6 +57,8 @@ def score(
     max_expanded_bytes: int = typer.Option(MAX_EXPANDED_BYTES, min=0, help=BOMB_HELP),
     keep_field: List[str] = typer.Option([], "--keep-field", help="Copy this input field into the output (repeatable), "
                                                                  "e.g. --keep-field date --keep-field outlet."),
+    progress_file: Optional[Path] = typer.Option(None, hidden=True, help="Rewrite this JSON file with the run's "
+                                                 "progress after every chunk (used by the HTTP jobs)."),
 ) -> None:
     """Score files and archives in a stream, one output row per record; resumable after a kill."""
     from rich.console import Console
@@ -76,7 +78,7 @@ def score(
                               ray_address=ray_address, backend=backend, threads=threads, progress=progress,
                               escape_formulas=escape_formulas, encoding=encoding, tsv_quotes=tsv_quotes,
                               max_expansion_ratio=max_expansion_ratio, max_expanded_bytes=max_expanded_bytes,
-                              keep_fields=keep_field)
+                              keep_fields=keep_field, progress_file=progress_file)
     except (ModelLoadError, ResumeError, ValueError, OSError) as err:
         fail(str(err), 2)
     except KeyboardInterrupt:

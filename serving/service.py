@@ -3,7 +3,9 @@
 Two services, one process each: `KazStance` (the public API) validates requests and shapes
 responses; `StanceModel` holds the model and exposes one batchable method, so BentoML's
 adaptive batching merges texts from concurrent requests into shared forward passes. Settings
-come from the environment (set by `kazstance serve`), see `serving/settings.py`.
+come from the environment (set by `kazstance serve`), see `serving/settings.py`. Batch scoring
+jobs (/jobs) run beside them, one scorer subprocess each, started from the API process
+(`serving/jobs.py`, `serving/job_routes.py`).
 
 Requests are validated (and refused with a 4xx) by the guard in `serving/http.py` before they
 reach an API here; the model service still answers per text, so even a text the predictor
@@ -23,28 +25,33 @@ import bentoml
 from bentoml.exceptions import BadInput, ServiceUnavailable
 from pydantic import Field
 
-from kazstance.documents import aggregate
+from kazstance.documents import aggregate, aggregate_platform
 from kazstance.modeling import ModelRef
 from kazstance.explain import MAX_OCCLUSIONS, words
 from kazstance.predictor import Prediction, Predictor, count_windows, window_size, window_starts
 from kazstance.text import clean, split_sentences
-from serving import settings, timeouts
+from serving import job_routes, settings, timeouts
 from serving.http import Document, RequestGuard, Text, answer, check_results, metadata_app, model_metadata
 
 timeouts.install()
+job_routes.exempt_uploads_from_request_timeout()
 
 # Drift: what the service answers, so a dashboard sees when the mix of its traffic shifts (queries
 # in the README). bentoml.metrics, not prometheus_client: BentoML sets up the multi-process registry.
 PREDICTIONS = bentoml.metrics.Counter(name="kazstance_predictions", documentation="Predicted labels",
                                       labelnames=["endpoint", "label"])
+PLATFORMS = bentoml.metrics.Counter(name="kazstance_platforms", documentation="Platforms the answers are about",
+                                    labelnames=["endpoint", "platform"])
 WINNING_PROBABILITY = bentoml.metrics.Histogram(
     name="kazstance_winning_probability", documentation="Probability of the predicted label",
     labelnames=["endpoint"], buckets=(0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0))
 
 
-def record(endpoint: str, label: str, scores: dict[str, float]) -> None:
+def record(endpoint: str, label: str, scores: dict[str, float], platform: str | None = None) -> None:
     PREDICTIONS.labels(endpoint=endpoint, label=label).inc()
     WINNING_PROBABILITY.labels(endpoint=endpoint).observe(max(scores.values()))
+    if platform is not None:
+        PLATFORMS.labels(endpoint=endpoint, platform=platform).inc()
 
 
 def window_tokenizer(path: Path):
@@ -95,6 +102,15 @@ class KazStance:
         # A fast tokenizer changes its truncation state per call: one thread at a time ("Already borrowed").
         self.tokenizer_lock = threading.Lock()
 
+    # Scoring jobs (/jobs, serving/jobs.py) run as subprocesses started from this process.
+    @bentoml.on_startup
+    async def start_jobs(self) -> None:
+        await job_routes.start_runner()
+
+    @bentoml.on_shutdown
+    async def stop_jobs(self) -> None:
+        await job_routes.stop_runner()
+
     async def check_windows(self, texts: list[str], field: str, explain: bool = False) -> None:
         """Refuse a request that would take more than MAX_WINDOWS model windows (long texts take
         several; an explained text is read once more per word, at most 48 more), before any model
@@ -141,7 +157,7 @@ class KazStance:
         await self.check_windows(texts, "texts", explain)
         predictions = await self.classify_checked(texts, "texts")
         for p in predictions:
-            record("predict", p["label"], p["scores"])
+            record("predict", p["label"], p["scores"], p.get("platform"))
         if explain:
             for p, explanation in zip(predictions, await self.model.to_async.explain(texts)):
                 p["explanation"] = explanation
@@ -154,10 +170,15 @@ class KazStance:
         await self.check_windows(sentences, "text")
         predictions = [Prediction(**p) for p in await self.classify_checked(sentences, "sentences")]
         label, scores, evidence = aggregate(predictions, tuple(self.metadata["labels"]))
-        record("predict_document", label, scores)  # the document's answer; its sentences are not counted
+        platform, platform_scores = aggregate_platform(predictions)
+        # The document's answer is counted; its sentences are not.
+        record("predict_document", label, scores, platform)
+        document = {"label": label, "scores": scores, "evidence": evidence}
+        if platform is not None:
+            document.update(platform=platform, platform_scores=platform_scores)
         return {
             "model": self.metadata["model"],
-            "document": {"label": label, "scores": scores, "evidence": evidence},
+            "document": document,
             "sentences": [{"text": s, **asdict(p)} for s, p in zip(sentences, predictions)],
         }
 

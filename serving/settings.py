@@ -18,12 +18,18 @@
 | KAZSTANCE_MAX_CONCURRENCY | 64 | API requests processed at once (adaptive batching merges them) |
 | KAZSTANCE_MAX_QUEUE | 512 | API requests waiting beyond that; past it, 429 |
 | KAZSTANCE_HEADER_TIMEOUT_S | 10 | a connection must send a request's headers within this, or is closed |
-| KAZSTANCE_BODY_TIMEOUT_S | 30 | a request's body must arrive within this, or 408 |
+| KAZSTANCE_BODY_TIMEOUT_S | 30 | a request's body must arrive within this, or 408 (uploads to /jobs: the longest pause between two chunks) |
+| KAZSTANCE_JOBS_DIR | <BENTOML_HOME>/kazstance-jobs | where /jobs keeps each job's upload, state and output (`kazstance serve --jobs-dir`) |
+| KAZSTANCE_JOBS_ALLOW | (none) | colon-separated folders whose files /jobs may score by server-side path (`--jobs-allow`); none: such jobs get 403 |
+| KAZSTANCE_MAX_UPLOAD_BYTES | 1073741824 | uploads to /jobs above this get 413 |
+| KAZSTANCE_JOBS_MAX_RUNNING | 1 | jobs scored at once; the others wait in order |
+| KAZSTANCE_JOBS_BATCH_SIZE | 32 | the job scorer's batch size (a chunk, the unit of progress and resume, is 16 batches) |
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def _int(name: str, default: int) -> int:
@@ -51,6 +57,22 @@ MAX_QUEUE = _int("KAZSTANCE_MAX_QUEUE", 512)
 HEADER_TIMEOUT_S = float(os.environ.get("KAZSTANCE_HEADER_TIMEOUT_S", 10))
 BODY_TIMEOUT_S = float(os.environ.get("KAZSTANCE_BODY_TIMEOUT_S", 30))
 METRICS_PUBLIC = os.environ.get("KAZSTANCE_METRICS_PUBLIC", "0").lower() in ("1", "true", "yes")
+MAX_UPLOAD_BYTES = _int("KAZSTANCE_MAX_UPLOAD_BYTES", 2**30)
+JOBS_MAX_RUNNING = max(1, _int("KAZSTANCE_JOBS_MAX_RUNNING", 1))
+JOBS_BATCH_SIZE = max(1, _int("KAZSTANCE_JOBS_BATCH_SIZE", 32))
+
+
+def jobs_dir() -> Path:
+    """Where the HTTP jobs live: KAZSTANCE_JOBS_DIR, else beside BentoML's own store."""
+    if os.environ.get("KAZSTANCE_JOBS_DIR"):
+        return Path(os.environ["KAZSTANCE_JOBS_DIR"]).expanduser().absolute()
+    return Path(os.environ.get("BENTOML_HOME", "~/bentoml")).expanduser().absolute() / "kazstance-jobs"
+
+
+def jobs_allow() -> list[Path]:
+    """The folders a job may name files under (KAZSTANCE_JOBS_ALLOW, colon-separated), absolute."""
+    return [Path(os.path.normpath(os.path.abspath(os.path.expanduser(p))))
+            for p in os.environ.get("KAZSTANCE_JOBS_ALLOW", "").split(":") if p.strip()]
 
 
 def api_key() -> str | None:
@@ -75,4 +97,5 @@ def limits() -> dict:
     return {"max_texts": MAX_TEXTS, "max_chars": MAX_CHARS, "max_document_chars": MAX_DOCUMENT_CHARS,
             "max_sentences": MAX_SENTENCES, "max_batch_size": MAX_BATCH_SIZE, "max_latency_ms": MAX_LATENCY_MS,
             "max_request_bytes": MAX_REQUEST_BYTES, "max_windows": MAX_WINDOWS, "max_concurrency": MAX_CONCURRENCY, "max_queue": MAX_QUEUE,
-            "header_timeout_s": HEADER_TIMEOUT_S, "body_timeout_s": BODY_TIMEOUT_S}
+            "header_timeout_s": HEADER_TIMEOUT_S, "body_timeout_s": BODY_TIMEOUT_S,
+            "max_upload_bytes": MAX_UPLOAD_BYTES, "jobs_max_running": JOBS_MAX_RUNNING}

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -46,6 +47,8 @@ FORMULA_START = r"^[=+\-@\t\r]"  # OWASP's list of what makes a spreadsheet cell
 # A cell that is just a number (an id like -42 or +77011234567) is read as that number, not run:
 # it stays as it is, so ids still join with their source.
 PLAIN_NUMBER = r"^[+-]?[0-9]+([.,][0-9]+)?([eE][+-]?[0-9]+)?$"
+_FORMULA_START = re.compile(FORMULA_START)
+_PLAIN_NUMBER = re.compile(PLAIN_NUMBER)
 
 
 class ResumeError(RuntimeError):
@@ -204,6 +207,20 @@ def _escape_formulas(table: pa.Table) -> pa.Table:
             number = pc.fill_null(pc.match_substring_regex(column, PLAIN_NUMBER), False)
             table = table.set_column(i, field, pc.if_else(number, column, escaped))
     return table
+
+
+def spreadsheet_safe(value):
+    """One cell escaped as `_escape_formulas` escapes a column (for CSV written row by row)."""
+    if isinstance(value, str) and _FORMULA_START.match(value) and not _PLAIN_NUMBER.match(value):
+        return "'" + value
+    return value
+
+
+def unescape_formula(value):
+    """The cell as it was before the escape: what was scored (readers of scorer CSV use this)."""
+    if isinstance(value, str) and value[:1] == "'" and _FORMULA_START.match(value[1:]):
+        return value[1:]
+    return value
 
 
 def _write_csv(table: pa.Table, f, header: bool) -> None:

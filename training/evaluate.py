@@ -16,19 +16,24 @@ import numpy as np
 from kazstance.predictor import Predictor
 
 from .data import DataError, read_labelled
-from .metrics import compute_metrics, markdown_report, metrics_by_group, plot_confusion_matrix
+from .metrics import compute_metrics, markdown_report, metrics_by_group, platform_metrics, plot_confusion_matrix
 
 
 def evaluate_records(predictor: Predictor, records: list[dict], text_field: str = "text",
-                     label_field: str = "label") -> tuple[dict, np.ndarray]:
+                     label_field: str = "label", platform_field: str = "platform") -> tuple[dict, np.ndarray]:
     """Metrics and the probability matrix.
 
     Adds per-`lang` metrics when every record has a language, and, when records carry a
     `clarity` field, the same metrics on the `clear` items alone: borderline items are ones two
-    careful annotators could label differently, so the headline number leaves them out.
+    careful annotators could label differently, so the headline number leaves them out. A model
+    with a platform head is also scored on the records' platforms (`platform`: per-platform F1).
     """
-    probs = predictor.predict_proba([r[text_field] for r in records])
-    return metrics_for(records, probs, predictor.labels, label_field), probs
+    predictions, probs = predictor.predict_with_proba([r[text_field] for r in records])
+    metrics = metrics_for(records, probs, predictor.labels, label_field)
+    gold = [(r[platform_field], p.platform) for r, p in zip(records, predictions) if r.get(platform_field)]
+    if predictor.platforms and gold:
+        metrics["platform"] = platform_metrics(*map(list, zip(*gold)))
+    return metrics, probs
 
 
 def metrics_for(records: list[dict], probs: np.ndarray, labels: tuple[str, ...], label_field: str = "label",

@@ -34,6 +34,9 @@ from kazstance.labels import LABELS
 from .data import DataError, iter_rows
 from .data_check import LANGS, NEAR_DUPLICATE, SPLITS, near_duplicates, normalise
 from .sources import HELDOUT_FILES, load_heldout, normalise_url, url_hash
+# `select` writes CSV cells a spreadsheet would run as a formula with a leading `'` (as
+# `kazstance score` does); the import takes the `'` off again.
+from serving.writers import unescape_formula
 
 # The data card's platform values (`data/README.md`, "Files and fields").
 PLATFORMS = ("tiktok", "instagram", "facebook", "meta", "telegram", "youtube", "whatsapp", "x", "vk", "threads",
@@ -44,9 +47,6 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # What the annotator ticks: truthy cells in the CSV `borderline` column.
 BORDERLINE_YES = {"1", "x", "y", "yes", "true", "borderline", "b", "✓", "✔"}
 BORDERLINE_NO = {"", "0", "n", "no", "false", "clear"}
-# `select` writes CSV cells that a spreadsheet would run as a formula with a leading `'`
-# (as `kazstance score` does); the import takes the `'` off again.
-ESCAPED_FORMULA = re.compile(r"^'[=+\-@\t\r]")
 
 
 class LabelImportError(ValueError):
@@ -126,7 +126,7 @@ def read_csv(path: Path) -> list[Annotated]:
             if None in row:
                 rows.append(Annotated(where, {}, None, problem="more cells than the header has"))
                 continue
-            fields = {k: _unescape(v) for k, v in row.items()}
+            fields = {k: unescape_formula(v) for k, v in row.items()}
             label = (fields.pop("label") or "").strip().lower() or None
             flag = (fields.pop("borderline", "") or "").strip().lower()
             problem = None
@@ -190,10 +190,6 @@ def _choices(result: list) -> dict:
     if stance:
         out["label"] = str(stance[0]).strip().lower()
     return out
-
-
-def _unescape(value):
-    return value[1:] if isinstance(value, str) and ESCAPED_FORMULA.match(value) else value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,6 +51,20 @@ def compute_metrics(y_true: list[str], probs: np.ndarray, labels: tuple[str, ...
     }
 
 
+def platform_metrics(y_true: list[str], y_pred: list[str]) -> dict:
+    """Platform detection: accuracy, macro-F1 over the platforms the gold labels hold, and each
+    platform's precision, recall and F1 (one against the rest)."""
+    names = sorted(set(y_true))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=names, zero_division=0)
+    return {
+        "n": len(y_true),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=names, average="macro", zero_division=0)),
+        "per_platform": {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                                "support": int(s[i])} for i, name in enumerate(names)},
+    }
+
+
 def metrics_by_group(y_true: list[str], probs: np.ndarray, labels: tuple[str, ...], groups: list[str]) -> dict:
     """The same metrics for each value of a grouping column (e.g. `lang`)."""
     out = {}
@@ -99,4 +113,10 @@ def markdown_report(metrics: dict, title: str) -> str:
         c = metrics["clear"]
         lines.append(f"\n- clear items only: n={c['n']}, accuracy {c['accuracy']:.3f}, macro-F1 {c['macro_f1']:.3f}, "
                      f"ECE {c['ece']:.3f}")
+    if "platform" in metrics:
+        pm = metrics["platform"]
+        lines += ["", f"Platform detection: n={pm['n']}, accuracy {pm['accuracy']:.3f}, macro-F1 {pm['macro_f1']:.3f}",
+                  "", "| platform | precision | recall | F1 | n |", "|---|---|---|---|---|"]
+        for name, p in pm["per_platform"].items():
+            lines.append(f"| {name} | {p['precision']:.3f} | {p['recall']:.3f} | {p['f1']:.3f} | {p['support']} |")
     return "\n".join(lines) + "\n"

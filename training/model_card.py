@@ -27,6 +27,17 @@ def model_card(meta: dict) -> str:
     }
     rows = "\n".join(f"| {name} | {m['n']} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['f_avg_support_oppose']:.3f} "
                      f"| {m['ece']:.3f} |" for name, m in meta["metrics"].items())
+    platform_rows = "\n".join(f"| {name} | {m['platform']['n']} | {m['platform']['accuracy']:.3f} | "
+                               f"{m['platform']['macro_f1']:.3f} |" for name, m in meta["metrics"].items() if "platform" in m)
+    platforms = (f"""
+## Platform head
+Also names the platform a statement is about ({', '.join(f'`{p}`' for p in meta['platforms'])}; `general` when
+none is), from a second softmax over the same output layer, trained jointly on the `platform` field.
+
+| split | n | accuracy | macro-F1 over platforms |
+|---|---|---|---|
+{platform_rows}
+""" if meta.get("platforms") else "")
     body = f"""
 # kazstance — {meta['run_name']}
 
@@ -41,7 +52,7 @@ label policy in the project's `data/README.md`.
 | split | n | accuracy | macro-F1 | F_avg(support, oppose) | ECE |
 |---|---|---|---|---|---|
 {rows}
-
+{platforms}
 ## Limits
 The training statements were written by hand for this project or restated from real Kazakh and
 Russian news; the split scores measure fit to those distributions, not guaranteed accuracy on a

@@ -44,18 +44,18 @@ from .data import DataError, iter_rows
 from .data_check import near_duplicates, normalise
 from .data_check import NEAR_DUPLICATE
 from .label_import import labelling_config
+from serving.writers import spreadsheet_safe, unescape_formula  # the scorer's CSV escape, and its inverse
 
 STRATEGIES = ("default", "uncertainty", "margin", "diverse")
 FORMATS = ("csv", "label-studio")
 POOL_FACTOR = 20  # candidates kept per statement asked for: room for the duplicate and diversity passes
 # The scorer's own columns; any other column of a scored file is carried to the batch.
+# (`platform`, the model's guess at what the statement is about, is carried: it pre-fills the
+# annotator's platform column.)
 SCORER_COLUMNS = {"source", "record", "sentence", "id", "text", "label", "tokens", "windows", "sentences", "evidence",
-                  "model", "error"}
+                  "model", "error", "platform_score"}
 ANNOTATOR_COLUMNS = ("lang", "platform")  # added empty when not carried: the import needs them
 MONTH = re.compile(r"^\d{4}-\d{2}")
-# Spreadsheets run a cell starting with one of these as a formula; see serving/writers.py.
-FORMULA_START = re.compile(r"^[=+\-@\t\r]")
-PLAIN_NUMBER = re.compile(r"^[+-]?[0-9]+([.,][0-9]+)?([eE][+-]?[0-9]+)?$")
 
 
 class SelectionError(ValueError):
@@ -158,14 +158,14 @@ def read_scored(paths: Iterable[Path], seed: int, reading: _Reading) -> Iterator
                     continue
                 extra = {k: v for k, v in row.items() if k not in SCORER_COLUMNS and not k.startswith("score_")}
                 reading.carried.update(dict.fromkeys(k for k, v in extra.items() if v not in (None, "")))
-                source = _unescape(str(row.get("source") or path.name))
+                source = unescape_formula(str(row.get("source") or path.name))
                 key = (source, row.get("record"), row.get("sentence"), row.get("id"))
                 identity = row.get("id") or f"{source}:{row.get('record')}"
                 if row.get("sentence") not in (None, ""):
                     identity = f"{identity}:{row['sentence']}"  # --unit sentence: one row per sentence
-                yield Candidate(id=_unescape(str(identity)), text=_unescape(str(row["text"])), source=source,
+                yield Candidate(id=unescape_formula(str(identity)), text=unescape_formula(str(row["text"])), source=source,
                                 model_label=str(row.get("label") or max(scores, key=scores.get)), scores=scores,
-                                model=str(row.get("model") or ""), extra={k: _unescape(v) for k, v in extra.items()},
+                                model=str(row.get("model") or ""), extra={k: unescape_formula(v) for k, v in extra.items()},
                                 tiebreak=seeded(seed, *map(str, key)))
         except DataError as err:
             raise SelectionError(str(err)) from None
@@ -192,11 +192,6 @@ def _number(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
-
-
-def _unescape(value):
-    """Undo the scorer's CSV formula escape (a leading `'`), so texts are what was scored."""
-    return value[1:] if isinstance(value, str) and value[:1] == "'" and FORMULA_START.match(value[1:]) else value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,14 +355,8 @@ def write_csv(selection: Selection, out: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _spreadsheet_safe(v) for k, v in row.items()})
+            writer.writerow({k: spreadsheet_safe(v) for k, v in row.items()})
 
-
-def _spreadsheet_safe(value):
-    """A `'` before text a spreadsheet would run as a formula (CSV injection); the import removes it."""
-    if isinstance(value, str) and FORMULA_START.match(value) and not PLAIN_NUMBER.match(value):
-        return "'" + value
-    return value
 
 
 def label_studio_tasks(selection: Selection) -> list[dict]:

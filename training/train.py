@@ -1,7 +1,10 @@
 """One training run, top to bottom: `main(config)` turns a validated config into a model folder.
 
 Steps: 1 load data (pooled train and validation files, calibration files, named test files),
-2 build the model, 3 tokenise, 4 train with early stopping on validation macro-F1, 5 calibrate
+2 build the model, 3 tokenise, 4 train with early stopping on validation stance macro-F1,
+4b with `model.platform_head`, the second head that names the platform a statement is about
+(`frozen`: fitted on the finished stance model, `training/platform_head.py`; `joint`: trained in
+step 4 beside the stance), 5 calibrate
 (temperature on the calibration records), 6 evaluate validation and every test file through the
 shared predictor, 7 save artefacts and the model card, 8 register in the BentoML store.
 The TF-IDF baseline follows the same steps, with 2-4 replaced by one scikit-learn fit.
@@ -57,6 +60,15 @@ def main(config: TrainConfig) -> Path:
     else:
         history = fine_tune(config, splits, run_dir)
 
+    # 4b. The platform head on the finished stance model (frozen: the stance stays exactly as trained).
+    if config.model.platform_head == "frozen":
+        from .platform_head import add_platform_head
+
+        named = [r for r in splits["train"] if r.get(d.platform_field)]
+        platforms = add_platform_head(run_dir, [r[d.text_field] for r in named], [str(r[d.platform_field]) for r in named],
+                                      config.model.max_length, seed=config.seed)
+        print(f"platform head: {len(platforms)} platforms, fitted on {len(named)} statements")
+
     # 5. Calibrate: a temperature fitted on the calibration logits (predictions unchanged).
     predictor = Predictor.load(run_dir_with_meta(run_dir, config, temperature=1.0, data_fp=""), batch_size=64)
     y_cal = np.array([predictor.labels.index(r[d.label_field]) for r in calibration])
@@ -66,9 +78,11 @@ def main(config: TrainConfig) -> Path:
     # 6. Evaluate validation and every test file through the shared predictor (the serving code path).
     metrics = {}
     for name, rows in {"validation": splits["validation"], **tests}.items():
-        metrics[name], _ = evaluate_records(predictor, rows, d.text_field, d.label_field)
+        metrics[name], _ = evaluate_records(predictor, rows, d.text_field, d.label_field, d.platform_field)
         m = metrics[name]
         print(f"{name}: macro-F1 {m['macro_f1']:.4f}  accuracy {m['accuracy']:.4f}  ECE {m['ece']:.4f}")
+        if "platform" in m:
+            print(f"{name} platform: macro-F1 {m['platform']['macro_f1']:.4f}  accuracy {m['platform']['accuracy']:.4f}")
         if "clear" in m:
             c = m["clear"]
             print(f"{name} (clear items, n={c['n']}): macro-F1 {c['macro_f1']:.4f}  ECE {c['ece']:.4f}")
@@ -84,7 +98,9 @@ def main(config: TrainConfig) -> Path:
         "data_fingerprint": fingerprint([*d.train, *d.validation, *(d.calibration or []), *d.test.values()]),
         "train_seconds": round(time.time() - started, 1),
         "headline": headline,
+        "platforms": list(predictor.platforms),
         "metrics": {name: {k: m[k] for k in SUMMARY} | ({"clear": {k: m["clear"][k] for k in SUMMARY}} if "clear" in m else {})
+                    | ({"platform": {k: m["platform"][k] for k in ("n", "accuracy", "macro_f1")}} if "platform" in m else {})
                     for name, m in metrics.items()},
     }
     (run_dir / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -135,11 +151,21 @@ def fine_tune(config: TrainConfig, splits: dict[str, list[dict]], run_dir: Path)
         from .base_model import resolve_base_model
 
         base = resolve_base_model(config.model.base_model)
-    id2label, label2id = label_maps(LABELS)
+    # The joint platform head: one more output per platform seen in training, beside the stance
+    # outputs of the same layer (kazstance.labels). Its loss is added to the stance loss; early
+    # stopping and the checkpoint choice still look at stance macro-F1 alone. (The frozen head is
+    # added after training, step 4b.)
+    platforms = tuple(sorted({str(r[d.platform_field]) for r in splits["train"] if r.get(d.platform_field)})) \
+        if config.model.platform_head == "joint" else ()
+    if config.model.platform_head == "joint" and len(platforms) < 2:
+        raise ValueError(f"model.platform_head needs at least two platforms in the training files' "
+                         f"{d.platform_field!r} field; found {len(platforms)}")
+    platform_id = {p: i for i, p in enumerate(platforms)}
+    id2label, label2id = label_maps(LABELS, platforms)
     safe = dict(trust_remote_code=False)
     tokenizer = AutoTokenizer.from_pretrained(base, **safe)
     model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=len(LABELS), id2label=id2label, label2id=label2id, use_safetensors=True, **safe)
+        base, num_labels=len(id2label), id2label=id2label, label2id=label2id, use_safetensors=True, **safe)
     if t.freeze_embeddings:
         # The word embedding is 250k x 384 (most of the parameters): updating it on ~2k statements
         # costs time and memory and overfits rare words, while the 12 transformer layers adapt.
@@ -159,7 +185,9 @@ def fine_tune(config: TrainConfig, splits: dict[str, list[dict]], run_dir: Path)
         return w
 
     def rows_of(records):
-        return [{d.text_field: r[d.text_field], d.label_field: r[d.label_field], "weight": weight(r)} for r in records]
+        # -100: no platform to learn from (a record without one, or one unseen in training): ignored by the loss.
+        return [{d.text_field: r[d.text_field], d.label_field: r[d.label_field], "weight": weight(r),
+                 "platform_labels": platform_id.get(str(r.get(d.platform_field)), -100)} for r in records]
 
     datasets = {name: Dataset.from_list(rows_of(rows)).map(encode, batched=True, remove_columns=[d.text_field, d.label_field])
                 for name, rows in splits.items()}
@@ -180,7 +208,7 @@ def fine_tune(config: TrainConfig, splits: dict[str, list[dict]], run_dir: Path)
 
     def trainer_metrics(eval_pred):
         logits, y = eval_pred
-        m = compute_metrics([id2label[int(i)] for i in y], logits, LABELS)
+        m = compute_metrics([id2label[int(i)] for i in y], logits[:, :len(LABELS)], LABELS)
         return {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"]}
 
     # The head starts from random weights, and e5 never trained BERT's pooler (it mean-pools), while
@@ -195,7 +223,7 @@ def fine_tune(config: TrainConfig, splits: dict[str, list[dict]], run_dir: Path)
     optimizer = torch.optim.AdamW([{"params": params, "lr": (t.head_learning_rate or t.learning_rate) if is_head else t.learning_rate,
                                     "weight_decay": t.weight_decay if decays else 0.0}
                                    for (is_head, decays), params in groups.items()])
-    trainer = weighted_trainer_class()(
+    trainer = weighted_trainer_class(len(LABELS), t.platform_loss_weight)(
         model=model, args=args, train_dataset=datasets["train"], eval_dataset=datasets["validation"],
         data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer, compute_metrics=trainer_metrics,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)], optimizers=(optimizer, None))
@@ -210,18 +238,26 @@ def fine_tune(config: TrainConfig, splits: dict[str, list[dict]], run_dir: Path)
     return history
 
 
-def weighted_trainer_class():
-    """A Trainer whose cross-entropy weighs each row by its `weight` column (built lazily: transformers is heavy)."""
+def weighted_trainer_class(stance_outputs: int, platform_loss_weight: float = 0.0):
+    """A Trainer whose stance cross-entropy weighs each row by its `weight` column; when the model
+    has more outputs than `stance_outputs` (a platform head), the platform cross-entropy over them
+    is added, times `platform_loss_weight` (built lazily: transformers is heavy)."""
     import torch
     from transformers import Trainer
+
+    cross_entropy = torch.nn.functional.cross_entropy
 
     class Weighted(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             weight = inputs.pop("weight")
             labels = inputs.pop("labels")
+            platforms = inputs.pop("platform_labels", None)
             outputs = model(**inputs)
-            losses = torch.nn.functional.cross_entropy(outputs.logits, labels, reduction="none")
-            loss = (losses * weight).sum() / weight.sum()
+            stance = cross_entropy(outputs.logits[:, :stance_outputs], labels, reduction="none")
+            loss = (stance * weight).sum() / weight.sum()
+            if outputs.logits.shape[1] > stance_outputs and platforms is not None and (platforms >= 0).any():
+                loss = loss + platform_loss_weight * cross_entropy(outputs.logits[:, stance_outputs:], platforms,
+                                                                   ignore_index=-100)
             return (loss, outputs) if return_outputs else loss
 
     return Weighted

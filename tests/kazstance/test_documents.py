@@ -2,7 +2,7 @@
 
 import pytest
 
-from kazstance.documents import aggregate, predict_document
+from kazstance.documents import aggregate, aggregate_platform, predict_document
 from kazstance.predictor import Prediction
 
 LABELS = ("support", "oppose", "neutral")
@@ -50,3 +50,34 @@ def test_predict_document_returns_each_sentence(tiny_model_dir):
     doc = predict_document(Predictor.from_dir(tiny_model_dir), "Бірінші сөйлем. «Екі. Үш», – деді ол.\nСоңғы")
     assert [s for s, _ in doc.sentences] == ["Бірінші сөйлем.", "«Екі. Үш», – деді ол.", "Соңғы"]
     assert doc.label in LABELS
+
+
+def about(platform: str, p: float) -> Prediction:
+    """A sentence about `platform` with probability `p` (the rest spread over two others)."""
+    names = ("general", "tiktok", "telegram")
+    scores = {n: (p if n == platform else (1 - p) / 2) for n in names}
+    return Prediction(label="neutral", scores={"support": 0.1, "oppose": 0.1, "neutral": 0.8},
+                      platform=platform, platform_scores=scores)
+
+
+def test_a_document_is_about_the_one_platform_its_sentences_name():
+    platform, scores = aggregate_platform([about("general", 0.9), about("tiktok", 0.8), about("general", 0.7)])
+    assert platform == "tiktok"
+    assert scores == pytest.approx({"general": (0.9 + 0.1 + 0.7) / 3, "tiktok": (0.05 + 0.8 + 0.15) / 3,
+                                    "telegram": (0.05 + 0.1 + 0.15) / 3})
+
+
+def test_a_document_naming_no_platform_or_several_is_general():
+    assert aggregate_platform([about("general", 0.9), about("general", 0.6)])[0] == "general"
+    assert aggregate_platform([about("tiktok", 0.8), about("telegram", 0.8)])[0] == "general"
+
+
+def test_a_clear_majority_of_platform_votes_wins():
+    # tiktok holds 1.6 of 2.1 votes (more than two thirds): the document is about tiktok.
+    assert aggregate_platform([about("tiktok", 0.8), about("tiktok", 0.8), about("telegram", 0.5)])[0] == "tiktok"
+    # 0.8 of 1.4 is not: general.
+    assert aggregate_platform([about("tiktok", 0.8), about("telegram", 0.6)])[0] == "general"
+
+
+def test_without_a_platform_head_there_is_no_platform():
+    assert aggregate_platform([p(0.6, 0.2, 0.2)]) == (None, None)

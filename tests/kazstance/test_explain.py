@@ -160,7 +160,7 @@ def test_cli_explain_json_adds_an_explanation_to_each_prediction(tiny_model_dir)
     rows = json.loads(result.stdout)["predictions"]
     assert [r["text"] for r in rows] == texts
     for text, row in zip(texts, rows):
-        assert set(row) == {"text", "label", "scores", "tokens", "windows", "explanation"}
+        assert set(row) == {"text", "label", "scores", "platform", "platform_scores", "tokens", "windows", "explanation"}
         assert row["explanation"]["method"] == "occlusion" and row["explanation"]["text"] == text
         assert [w["word"] for w in row["explanation"]["words"]] == text.split()
         assert all(set(w) == {"word", "start", "end", "attribution"} for w in row["explanation"]["words"])

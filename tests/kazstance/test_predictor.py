@@ -118,6 +118,38 @@ def test_a_long_text_is_predicted_by_the_document_rule_over_its_windows(tiny_mod
     assert short.windows == 1 and short.tokens == len(predictor.backend.tokenizer("қысқа", add_special_tokens=False)["input_ids"])
 
 
+def test_a_long_text_takes_the_document_rule_for_its_platform_too(tiny_model_dir):
+    from kazstance.documents import aggregate_platform
+
+    predictor = Predictor.from_dir(tiny_model_dir)
+    predictor.backend.max_length = 24
+    prediction = predictor.predict([LONG])[0]
+    platform, scores = aggregate_platform(predictor.predict(predictor.windows([LONG]).pieces))
+    assert prediction.platform == platform and prediction.platform_scores == pytest.approx(scores, abs=1e-5)
+
+
+def test_stance_and_platform_are_separate_softmaxes_and_the_temperature_is_the_stances(tiny_model_dir):
+    from kazstance.predictor import softmax
+
+    predictor = Predictor.from_dir(tiny_model_dir)
+    texts = ["TikTok-ты жабу керек", "Telegram"]
+    full = predictor.backend.logits(texts)  # all outputs: 3 stance, then the platforms
+    assert full.shape == (2, 3 + len(predictor.platforms))
+    predictor.temperature = 2.5
+    for prediction, row in zip(predictor.predict(texts), full):
+        assert list(prediction.scores.values()) == pytest.approx(softmax(row[:3] / 2.5), abs=1e-5)
+        assert list(prediction.platform_scores.values()) == pytest.approx(softmax(row[3:]), abs=1e-5)
+    assert predictor.logits(texts) == pytest.approx(full[:, :3], abs=1e-5)
+
+
+def test_a_model_without_a_platform_head_names_no_platform(tmp_path):
+    from conftest import make_untrained_classifier
+
+    predictor = Predictor.from_dir(make_untrained_classifier(tmp_path, platforms=()))
+    prediction = predictor.predict(["TikTok"])[0]
+    assert predictor.platforms == () and prediction.platform is None and prediction.platform_scores is None
+
+
 def test_predict_each_isolates_a_text_that_cannot_be_predicted(tiny_model_dir):
     from kazstance.predictor import EmptyText
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pyarrow as pa
@@ -94,3 +95,26 @@ def test_resume_with_other_options_is_refused(tmp_path, tiny_model_dir):
     assert work_dir(out).exists()
     result = score(path, "-o", out, "--model", tiny_model_dir, "--resume")
     assert result.exit_code == 2 and "rerun without --resume" in result.output
+
+
+def test_each_row_names_the_platform_and_a_document_takes_the_platform_rule(tmp_path, tiny_model_dir):
+    from conftest import TINY_PLATFORMS
+    from kazstance.documents import aggregate_platform
+    from kazstance.predictor import Predictor
+    from kazstance.text import split_sentences
+
+    doc = "TikTok-ты бұғаттау керек. Telegram да жабылсын. Интернет керек."
+    path = tmp_path / "posts.jsonl"
+    path.write_text(json.dumps({"id": "d1", "text": doc}, ensure_ascii=False) + "\n", encoding="utf-8")
+    for unit in ("sentence", "document"):
+        out = tmp_path / f"{unit}.jsonl"
+        assert score(path, "-o", out, "--model", tiny_model_dir, "--unit", unit).exit_code == 0
+        rows = read_rows(out)
+        assert all(r["platform"] in TINY_PLATFORMS and 0 < r["platform_score"] <= 1 for r in rows)
+    predictions = Predictor.from_dir(tiny_model_dir).predict(split_sentences(doc))
+    platform, scores = aggregate_platform(predictions)
+    assert [r["platform"] for r in read_rows(tmp_path / "sentence.jsonl")] == [p.platform for p in predictions]
+    assert read_rows(tmp_path / "document.jsonl")[0]["platform"] == platform
+    assert read_rows(tmp_path / "document.jsonl")[0]["platform_score"] == pytest.approx(scores[platform], abs=1e-6)
+    clash = score(path, "-o", tmp_path / "x.jsonl", "--model", tiny_model_dir, "--keep-field", "platform")
+    assert clash.exit_code == 2 and "platform" in clash.output

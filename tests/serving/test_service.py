@@ -14,6 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import TINY_PLATFORMS
+
 LABELS = {"support", "oppose", "neutral"}
 
 
@@ -40,6 +42,9 @@ def test_predict_returns_one_prediction_per_text_in_order(server):
         assert set(p["scores"]) == LABELS
         assert abs(sum(p["scores"].values()) - 1) < 1e-3
         assert p["label"] == max(p["scores"], key=p["scores"].get)
+        # The platform head: the platform the statement is about, with its probabilities.
+        assert set(p["platform_scores"]) == set(TINY_PLATFORMS) and abs(sum(p["platform_scores"].values()) - 1) < 1e-3
+        assert p["platform"] == max(p["platform_scores"], key=p["platform_scores"].get)
 
 
 def test_order_is_preserved_under_concurrent_requests(server):
@@ -100,6 +105,8 @@ def test_predict_document_splits_and_aggregates(server):
     ]
     document = body["document"]
     assert document["label"] in LABELS
+    assert document["platform"] in TINY_PLATFORMS and set(document["platform_scores"]) == set(TINY_PLATFORMS)
+    assert all(s["platform"] in TINY_PLATFORMS for s in body["sentences"])
     assert all(0 <= i < 4 for i in document["evidence"])
     assert all(body["sentences"][i]["label"] in ("support", "oppose") for i in document["evidence"])
 
@@ -120,6 +127,7 @@ def test_metadata_describes_model_and_limits(server):
     body = r.json()
     assert body["model"] == server["tag"]
     assert body["labels"] == ["support", "oppose", "neutral"]
+    assert body["platforms"] == list(TINY_PLATFORMS)
     assert body["base_model"] == "tiny-random"
     assert body["limits"]["max_texts"] == 256 and body["limits"]["max_chars"] == 5000
     assert body["max_tokens"] == 64 and body["auth"] is False
@@ -141,20 +149,29 @@ def test_hundreds_of_concurrent_requests_get_no_errors(server):
     assert statuses.count(200) == 400, {s: statuses.count(s) for s in set(statuses)}
 
 
-def test_metrics_count_predicted_labels_and_winning_probabilities(server):
+def metric_counts(server, counter: str, key: str) -> dict[str, float]:
+    """`counter`'s values for /predict, by its `key` label, from /metrics."""
     import re
 
-    def counts() -> dict[str, float]:
-        text = httpx.get(f"{server['url']}/metrics", timeout=10).text
-        found = re.findall(r'^kazstance_predictions_total\{endpoint="predict",label="(\w+)"\} ([0-9.e+]+)$', text, re.M)
-        return {label: float(value) for label, value in found}
+    text = httpx.get(f"{server['url']}/metrics", timeout=10).text
+    found = re.findall(rf'^{counter}\{{endpoint="predict",{key}="([\w-]+)"\}} ([0-9.e+]+)$', text, re.M)
+    return {value: float(count) for value, count in found}
 
-    before = counts()
+
+@pytest.mark.parametrize("counter, key, values", [("kazstance_predictions_total", "label", sorted(LABELS)),
+                                                  ("kazstance_platforms_total", "platform", TINY_PLATFORMS)])
+def test_metrics_count_the_labels_and_platforms_answered(server, counter, key, values):
+    before = metric_counts(server, counter, key)
     predictions = post(server, "/predict", {"texts": ["TikTok", "VPN", "Бұғаттау керек", "Запрет"]}).json()["predictions"]
-    after = counts()
-    for label in LABELS:
-        expected = sum(p["label"] == label for p in predictions)
-        assert after.get(label, 0) - before.get(label, 0) == expected
+    after = metric_counts(server, counter, key)
+    for value in values:
+        assert after.get(value, 0) - before.get(value, 0) == sum(p[key] == value for p in predictions)
+
+
+def test_metrics_have_a_histogram_of_winning_probabilities(server):
+    import re
+
+    post(server, "/predict", {"texts": ["TikTok"]})
     text = httpx.get(f"{server['url']}/metrics", timeout=10).text
     assert re.search(r'^kazstance_winning_probability_count\{endpoint="predict"\} [1-9]', text, re.M)
 

@@ -48,7 +48,15 @@ def test_smoke_run_metadata_and_metrics(smoke_run):
     for split in ("validation", "test"):
         assert 0.0 <= metrics[split]["macro_f1"] <= 1.0 and metrics[split]["n"] > 0
     config = json.loads((smoke_run / "config.json").read_text())
-    assert config["id2label"] == {"0": "support", "1": "oppose", "2": "neutral"}
+    # The stance outputs first, then one per platform of the training data (the platform head).
+    names = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    platforms = sorted({json.loads(line)["platform"] for line in (REPO / "data" / "train.jsonl").read_text().splitlines()[::10]})
+    assert names == ["support", "oppose", "neutral", *(f"platform:{p}" for p in platforms)]
+    assert meta["platforms"] == platforms
+    for split in ("validation", "test"):
+        platform = metrics[split]["platform"]
+        assert platform["n"] == metrics[split]["n"] and 0.0 <= platform["macro_f1"] <= 1.0
+        assert set(platform["per_platform"]) <= set(platforms)
     card = (smoke_run / "README.md").read_text()
     assert card.startswith("---\n") and "base_model: tiny-random" in card and "macro_f1" in card
 
@@ -61,6 +69,45 @@ def test_smoke_run_is_registered_in_the_bentoml_store(smoke_run):
     assert model.info.metadata["data_fingerprint"] == json.loads((smoke_run / "kazstance.json").read_text())["data_fingerprint"]
     assert set(model.info.metadata["weights_sha256"]) == {"model.safetensors"}
     assert Predictor.load("kazstance:latest").predict(["TikTok-ты жабу керек"])[0].label in ("support", "oppose", "neutral")
+
+
+def test_the_platform_head_names_a_platform_beside_the_stance(smoke_run):
+    predictor = Predictor.from_dir(smoke_run)
+    assert predictor.labels == ("support", "oppose", "neutral") and "general" in predictor.platforms
+    prediction = predictor.predict(["TikTok-ты жабу керек"])[0]
+    assert prediction.platform in predictor.platforms
+    assert set(prediction.platform_scores) == set(predictor.platforms)
+    assert abs(sum(prediction.platform_scores.values()) - 1) < 1e-4 and abs(sum(prediction.scores.values()) - 1) < 1e-4
+    assert predictor.logits(["x y"]).shape == (1, 3)  # the temperature is fitted on stance logits alone
+
+
+def test_a_frozen_platform_head_is_fitted_after_the_stance(mini_data, tmp_path):
+    run = main(load_config(REPO / "configs" / "smoke.yaml",
+                           [*overrides(mini_data, tmp_path), "model.platform_head=frozen", "output.bentoml_store=false"]))
+    meta = json.loads((run / "kazstance.json").read_text())
+    assert "general" in meta["platforms"] and "platform" in json.loads((run / "metrics.json").read_text())["test"]
+    assert Predictor.from_dir(run).predict(["TikTok"])[0].platform in meta["platforms"]
+
+
+def test_platform_head_loss_adds_the_platform_cross_entropy():
+    import torch
+
+    from training.train import weighted_trainer_class
+
+    class Model(torch.nn.Module):
+        def forward(self, logits):
+            return type("Out", (), {"logits": logits})()
+
+    logits = torch.tensor([[2.0, 0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0, 3.0]])
+    inputs = lambda platforms: {"logits": logits, "labels": torch.tensor([0, 1]), "weight": torch.tensor([1.0, 1.0]),
+                                "platform_labels": torch.tensor(platforms)}
+    trainer = object.__new__(weighted_trainer_class(3, platform_loss_weight=0.5))
+    stance = torch.nn.functional.cross_entropy(logits[:, :3], torch.tensor([0, 1]))
+    platform = torch.nn.functional.cross_entropy(logits[:, 3:], torch.tensor([0, 1]))
+    assert torch.isclose(trainer.compute_loss(Model(), inputs([0, 1])), stance + 0.5 * platform)
+    only_first = torch.nn.functional.cross_entropy(logits[:1, 3:], torch.tensor([0]))
+    assert torch.isclose(trainer.compute_loss(Model(), inputs([0, -100])), stance + 0.5 * only_first)
+    assert torch.isclose(trainer.compute_loss(Model(), inputs([-100, -100])), stance)
 
 
 def test_resolved_config_reloads_to_the_same_config(smoke_run):
