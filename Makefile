@@ -24,7 +24,8 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 chromium:  ## install Debian's chromium when it is missing
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
-		|| ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium)
+		|| ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends chromium)
 
 setup: $(STAMP)  ## create .venv and install torch (CPU) and the project
 
