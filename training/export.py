@@ -37,6 +37,7 @@ import torch
 
 from kazstance.backends import BF16_SIDECAR
 from kazstance.int8 import ARTEFACT, SIDECAR, weights_digest
+from kazstance.labels import split_outputs
 from kazstance.modeling import BENTO_MODEL_NAME, read_meta, resolve
 from training.calibration import fit_temperature
 from training.int8_plan import plan_int8
@@ -139,12 +140,14 @@ def export_int8(model_dir: Path, out_dir: Path, calibration: list[str] | None = 
             # The int8 graph is a slightly different function: calibrate the one that is served.
             # (On the default model its temperature came out 0.996 against fp32's 0.993.)
             texts, labels, source = validation
-            y = np.array([model.config.label2id[label] for label in labels])
-            int8_logits = onnx_logits(staged, tokenizer, texts, int(meta.get("max_length", 256)))
+            # The stance outputs only: a platform head's outputs are another softmax, not calibrated.
+            stance, _ = split_outputs(tuple(model.config.id2label[i] for i in range(model.config.num_labels)))
+            y = np.array([stance.index(model.config.label2id[label]) for label in labels])
+            int8_logits = onnx_logits(staged, tokenizer, texts, int(meta.get("max_length", 256)))[:, stance]
             info["temperature"] = fit_temperature(int8_logits, y)
             info["temperature_fitted_on"] = source
             # Whether int8 may stand in for fp32 at all (`--backend auto` reads this).
-            fp32_labels = _torch_logits(model, tokenizer, texts, int(meta.get("max_length", 256))).argmax(1)
+            fp32_labels = _torch_logits(model, tokenizer, texts, int(meta.get("max_length", 256)))[:, stance].argmax(1)
             info["validation_label_agreement"] = float((int8_logits.argmax(1) == fp32_labels).mean())
         out_dir.mkdir(parents=True, exist_ok=True)
         # Artefact first, sidecar last: a half-finished export never looks valid to the backend.

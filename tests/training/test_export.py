@@ -105,6 +105,12 @@ def test_int8_gets_its_own_temperature_fitted_on_labelled_statements(model_copy,
     int8, fp32 = (Predictor.load(model_copy, backend=b).predict(SAMPLE_TEXTS) for b in ("int8", "torch"))
     agreement = sum(a.label == b.label for a, b in zip(int8, fp32)) / len(SAMPLE_TEXTS)
     assert info["validation_label_agreement"] == pytest.approx(agreement)  # what `--backend auto` trusts
+    # Fitted on the stance outputs alone (the model has a platform head too: another softmax).
+    from training.calibration import fit_temperature
+
+    served = Predictor.load(model_copy, backend="int8")
+    y = np.array([served.labels.index(label) for label in labels])
+    assert info["temperature"] == pytest.approx(fit_temperature(served.logits(SAMPLE_TEXTS), y), rel=1e-4)
 
 
 def test_an_artefact_without_a_temperature_keeps_the_models(model_copy, tmp_path):
