@@ -36,10 +36,8 @@ from datetime import date
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
-
 from .dates import parse_date, period_label, period_start
-from .writers import unescape_formula
+from .writers import score_cell, unescape_formula
 
 GROUPINGS = ("date", "outlet", "platform", "lang")
 PERIODS = ("week", "month")
@@ -115,7 +113,7 @@ def read_scored(paths: Sequence[Path], period: str = "month", low_confidence: fl
                     labels[:] = _check_columns(Path(path), row, labels)
                     present |= {name for name in row if name in GROUPINGS or name in ("text", "evidence")}
                 out.rows += 1
-                scores = [_number(row.get(f"score_{label}")) for label in labels]
+                scores = [score_cell(row.get(f"score_{label}")) for label in labels]
                 if row.get("error") not in (None, "") or None in scores or row.get("label") not in labels:
                     out.errors += 1
                     continue
@@ -189,14 +187,6 @@ def _add(columns: dict[str, list], row: dict, scores: list[float], labels: list[
     text = unescape_formula(row.get("evidence") or row.get("text"))
     put("evidence_text", str(text) if text not in (None, "") else None)
     put("id", unescape_formula(row.get("id")) or f"{row.get('source')}:{row.get('record')}")
-
-
-def _number(value) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) else None
 
 
 # ---------------------------------------------------------------------------------------------

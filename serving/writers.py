@@ -29,6 +29,7 @@ and JSONL always do.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -221,6 +222,16 @@ def unescape_formula(value):
     if isinstance(value, str) and value[:1] == "'" and _FORMULA_START.match(value[1:]):
         return value[1:]
     return value
+
+
+def score_cell(value) -> float | None:
+    """A score read back from any output format (a number, or its text in CSV); None when it is
+    missing or not a finite number (an error row)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _write_csv(table: pa.Table, f, header: bool) -> None:

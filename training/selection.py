@@ -44,7 +44,7 @@ from .data import DataError, iter_rows
 from .data_check import near_duplicates, normalise
 from .data_check import NEAR_DUPLICATE
 from .label_import import labelling_config
-from serving.writers import spreadsheet_safe, unescape_formula  # the scorer's CSV escape, and its inverse
+from serving.writers import score_cell, spreadsheet_safe, unescape_formula  # the scorer's CSV escape, and its inverse
 
 STRATEGIES = ("default", "uncertainty", "margin", "diverse")
 FORMATS = ("csv", "label-studio")
@@ -152,7 +152,7 @@ def read_scored(paths: Iterable[Path], seed: int, reading: _Reading) -> Iterator
                 if row.get("error") not in (None, "") or not str(row.get("text") or "").strip():
                     reading.errors += 1
                     continue
-                scores = {label: _number(row.get(f"score_{label}")) for label in reading.labels}
+                scores = {label: score_cell(row.get(f"score_{label}")) for label in reading.labels}
                 if any(v is None for v in scores.values()):
                     reading.errors += 1
                     continue
@@ -182,16 +182,6 @@ def _check_columns(path: Path, row: dict, reading: _Reading) -> None:
         raise SelectionError(f"{path}: scores for {', '.join(labels)}, but the first file has "
                              f"{', '.join(reading.labels)}: select from one model's output at a time")
     reading.labels = labels
-
-
-def _number(value) -> float | None:
-    if value in (None, ""):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 # ---------------------------------------------------------------------------------------------
