@@ -127,31 +127,21 @@ def model_metadata(tag: str) -> dict:
 
 
 async def metadata(request) -> JSONResponse:
-    backend = serving_backend(settings.MODEL_TAG)
+    import bentoml
+
+    backend = serving_backend(bentoml.get_current_service().predictor)
     meta = {**model_metadata(settings.MODEL_TAG), "backend": backend}
     if (backend if isinstance(backend, str) else backend["auto"]) == "int8":
         meta["temperature"] = meta["int8_temperature"]
     return JSONResponse(meta)
 
 
-def serving_backend(tag: str) -> str | dict:
-    """The backend the model service runs: as configured, or, for `auto`, what it chose (it
-    decides at start-up, in its own process, and caches the decision where this reads it)."""
+def serving_backend(predictor) -> str | dict:
+    """The backend the service's predictor runs: as configured, or, for `auto`, what it chose
+    (and the measurements behind the choice) when it loaded at start-up."""
     if settings.BACKEND != "auto":
         return settings.BACKEND
-    import bentoml
-
-    from kazstance.backend_choice import cached_choice
-
-    if tag not in _CHOSEN:  # reading the choice hashes the model (~1 s): once it is made, keep it
-        choice = cached_choice(Path(bentoml.models.get(tag).path), settings.threads_per_worker())
-        if not choice:
-            return "auto (deciding)"
-        _CHOSEN[tag] = {"auto": choice["backend"], "measured": choice["measured"]}
-    return _CHOSEN[tag]
-
-
-_CHOSEN: dict[str, dict] = {}
+    return {"auto": predictor.backend_name, "measured": (predictor.backend_choice or {}).get("measured")}
 
 
 metadata_app = Starlette(routes=[Route("/metadata", metadata, methods=["GET"]), *JOB_ROUTES])
@@ -307,7 +297,7 @@ def _replay(body: bytes, receive):
 
 
 def answer(prediction: "Prediction | Exception") -> dict:
-    """What the model service returns for one text (`Predictor.predict_each`'s item)."""
+    """The service's answer for one text (`Predictor.predict_each`'s item)."""
     if isinstance(prediction, Exception):
         # A text the predictor refuses (ValueError) is the client's; anything else is the server's.
         return {"error": f"{type(prediction).__name__}: {prediction}", "client_error": isinstance(prediction, ValueError)}
@@ -315,7 +305,7 @@ def answer(prediction: "Prediction | Exception") -> dict:
 
 
 def check_results(results: list[dict], field: str) -> None:
-    """Raise for the first text the model service could not score: its input's fault (400) or the
+    """Raise for the first text the model could not score: its input's fault (400) or the
     server's (503, retry), named by its index. The texts of other requests batched with it are
     unaffected either way."""
     from bentoml.exceptions import BadInput, ServiceUnavailable

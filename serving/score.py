@@ -65,7 +65,7 @@ class ScoreOptions:
     unit: Unit = "statement"
     batch_size: int = 32
     keep_text: bool = False
-    backend: str = "torch"
+    backend: str = "auto"
     threads: int | None = None
     escape_formulas: bool = True  # CSV output only: see serving.writers
     encoding: str | None = None  # None: found per file (see serving.readers)
@@ -278,7 +278,7 @@ def fingerprint(files: list[InputFile], options: ScoreOptions, predictor: "Predi
 def score_files(inputs: Iterable[str | Path], output: str | Path, *, model: str | None = None,
                 text_field: str = "text", id_field: str = "id", unit: Unit = "statement", batch_size: int = 32,
                 keep_text: bool = False, resume: bool = False, engine: str = "local",
-                ray_address: str | None = None, backend: str = "torch", threads: int | None = None,
+                ray_address: str | None = None, backend: str = "auto", threads: int | None = None,
                 predictor: "Predictor | None" = None, progress: bool = False,
                 escape_formulas: bool = True, encoding: str | None = None, tsv_quotes: bool = False,
                 max_expansion_ratio: float = MAX_EXPANSION_RATIO,

@@ -44,8 +44,8 @@ def score(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run into the same output."),
     engine: str = typer.Option("local", help="local (this process) or ray (Ray Data actor pool)."),
     ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster (default: start a local one)."),
-    backend: str = typer.Option("torch", help="Inference backend: torch (fp32), bf16, int8 (ONNX Runtime), or auto "
-                                              "(the fastest with fp32's predictions on this CPU)."),
+    backend: str = typer.Option("auto", help="Inference backend: torch (fp32), bf16, int8 (ONNX Runtime), or auto "
+                                              "(the default: the fastest backend whose parity with fp32 held on validation and on this CPU)."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch threads (default: one per core; with --engine ray, per actor, default 1)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     escape_formulas: bool = typer.Option(True, "--escape-formulas/--no-escape-formulas",

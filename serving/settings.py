@@ -3,20 +3,20 @@
 | variable | default | meaning |
 |---|---|---|
 | KAZSTANCE_MODEL | kazstance:latest | BentoML model tag to serve |
-| KAZSTANCE_BACKEND | torch | predictor backend: torch (fp32), bf16, int8 or auto |
-| KAZSTANCE_WORKERS | 1 | model worker processes |
-| KAZSTANCE_THREADS | cores / workers | torch threads per model worker |
+| KAZSTANCE_BACKEND | auto | predictor backend: auto (see kazstance/backend_choice.py), torch (fp32), bf16 or int8 |
+| KAZSTANCE_WORKERS | 1 | API worker processes, each with its own model, batcher and request limits |
+| KAZSTANCE_THREADS | cores / workers | torch threads per API worker |
 | KAZSTANCE_MAX_CHARS | 5000 | longest statement accepted by /predict |
 | KAZSTANCE_MAX_DOCUMENT_CHARS | 100000 | longest text accepted by /predict_document |
-| KAZSTANCE_MAX_BATCH_SIZE | 256 | adaptive batching: most texts in one forward batch |
-| KAZSTANCE_MAX_LATENCY_MS | 30000 | adaptive batching: latency budget before shedding load |
+| KAZSTANCE_MAX_BATCH_SIZE | 256 | batching: most texts of concurrent requests merged into one predictor call (one request's texts are never split: a larger request runs alone) |
+| KAZSTANCE_MAX_LATENCY_MS | 30000 | batching: a request that waited this long for the model gets 503 (load shed) |
 | KAZSTANCE_MAX_REQUEST_BYTES | 10485760 | request bodies above this get 413 |
 | KAZSTANCE_MAX_WINDOWS | 2048 | most model windows one request may take (long texts take several) |
 | KAZSTANCE_API_KEY | (none) | when set, every route but /livez, /readyz (and public /metrics) needs it |
 | KAZSTANCE_API_KEY_FILE | (none) | a file holding the key (`kazstance serve --api-key-file`) |
 | KAZSTANCE_METRICS_PUBLIC | 0 | 1: /metrics stays open when a key is required |
-| KAZSTANCE_MAX_CONCURRENCY | 64 | API requests processed at once (adaptive batching merges them) |
-| KAZSTANCE_MAX_QUEUE | 512 | API requests waiting beyond that; past it, 429 |
+| KAZSTANCE_MAX_CONCURRENCY | 64 | API requests processed at once, per API worker (the batcher merges their texts) |
+| KAZSTANCE_MAX_QUEUE | 512 | API requests waiting beyond that, per API worker; past it, 429 |
 | KAZSTANCE_HEADER_TIMEOUT_S | 10 | a connection must send a request's headers within this, or is closed |
 | KAZSTANCE_BODY_TIMEOUT_S | 30 | a request's body must arrive within this, or 408 (uploads to /jobs: the longest pause between two chunks) |
 | KAZSTANCE_JOBS_DIR | <BENTOML_HOME>/kazstance-jobs | where /jobs keeps each job's upload, state and output (`kazstance serve --jobs-dir`) |
@@ -37,7 +37,7 @@ def _int(name: str, default: int) -> int:
 
 
 MODEL_TAG = os.environ.get("KAZSTANCE_MODEL", "kazstance:latest")
-BACKEND = os.environ.get("KAZSTANCE_BACKEND", "torch")
+BACKEND = os.environ.get("KAZSTANCE_BACKEND", "auto")
 WORKERS = _int("KAZSTANCE_WORKERS", 1)
 MAX_TEXTS = 256
 MAX_CHARS = _int("KAZSTANCE_MAX_CHARS", 5000)

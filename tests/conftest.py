@@ -57,6 +57,24 @@ def make_untrained_classifier(out_dir: Path, platforms: tuple[str, ...] = TINY_P
     return out_dir / "model"
 
 
+def widened_copy(model_dir: Path, folder: Path) -> Path:
+    """A copy of `model_dir` with its matrices redrawn wider: at the usual 0.02 init every text gets
+    the same probabilities, and a parity check would compare copies of one row."""
+    import torch
+
+    from kazstance.modeling import load_transformer
+
+    shutil.copytree(model_dir, folder)
+    model, _ = load_transformer(folder)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if weight.dim() == 2 and "embeddings" not in name:
+                weight.normal_(0.0, 0.25)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return make_untrained_classifier(tmp_path_factory.mktemp("tiny"))

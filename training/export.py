@@ -1,5 +1,8 @@
 """`kazstance export`: turn a trained model into the int8 ONNX artefact the `int8` backend runs
-(or, with `--format bf16`, calibrate the `bf16` backend: its own temperature, in `model.bf16.json`).
+(or, with `--format bf16`, calibrate the `bf16` backend: its own temperature, in `model.bf16.json`;
+with `--format openvino`, write the OpenVINO graph the `openvino` and `openvino-bf16` backends run,
+`export_openvino`). Each backend's temperature and parity with fp32 on the validation split
+(`calibrate_against_fp32`) go into its sidecar: `--backend auto` reads them.
 
 This module owns the recipe and where its output goes:
 
@@ -42,7 +45,7 @@ from kazstance.modeling import BENTO_MODEL_NAME, read_meta, resolve
 from training.calibration import fit_temperature
 from training.int8_plan import plan_int8
 
-FORMATS = ("onnx-int8", "bf16")
+FORMATS = ("onnx-int8", "bf16", "openvino")
 OPSET = 20  # the first with a Gelu operator: one kernel instead of Erf, Mul, Add and Div; int8 ran 10% faster
 # Mixed scripts and lengths, so the check runs on a padded batch with more than one length.
 PROBE_TEXTS = [
@@ -74,8 +77,9 @@ def export_model(ref: str | Path, format: str = "onnx-int8", calibration: Path |
     `calibration`: a JSONL file of statements (`text` field) on which to measure what int8 does to
     each layer's input; default `data/news/train.jsonl` or `data/train.jsonl` when one exists, else
     the built-in probe texts.
-    `validation`: labelled JSONL (`text`, `label`) on which to fit the int8 model's own temperature;
-    default `data/validation.jsonl` when it exists, else int8 keeps the fp32 model's."""
+    `validation`: labelled JSONL (`text`, `label`, optional `clarity`) on which to fit the backend's
+    own temperature and measure its parity with fp32 (`calibrate_against_fp32`); default
+    `data/validation.jsonl` when it exists, else int8 keeps the fp32 model's temperature."""
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     model = resolve(ref)
@@ -86,6 +90,10 @@ def export_model(ref: str | Path, format: str = "onnx-int8", calibration: Path |
         if labelled is None:
             raise ExportError("bf16 needs labelled statements to fit its temperature on: pass --validation FILE")
         run, names = (lambda out: export_bf16(model.path, out, labelled)), (BF16_SIDECAR,)
+    elif format == "openvino":
+        from kazstance.openvino import GRAPH, SIDECAR as OPENVINO_SIDECAR, WEIGHTS
+
+        run, names = (lambda out: export_openvino(model.path, out, labelled)), (GRAPH, WEIGHTS, OPENVINO_SIDECAR)
     else:
         texts, source = calibration_texts(calibration)
         run, names = (lambda out: export_int8(model.path, out, texts, source, labelled)), (ARTEFACT, SIDECAR)
@@ -102,7 +110,7 @@ def export_model(ref: str | Path, format: str = "onnx-int8", calibration: Path |
 
 def export_int8(model_dir: Path, out_dir: Path, calibration: list[str] | None = None,
                 calibration_source: str = "built-in probe statements",
-                validation: tuple[list[str], list[str], str] | None = None) -> dict:
+                validation: Validation | None = None) -> dict:
     """Write `ARTEFACT` and `SIDECAR` for the model in `model_dir` into `out_dir`; returns the sidecar."""
     import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -137,18 +145,14 @@ def export_int8(model_dir: Path, out_dir: Path, calibration: list[str] | None = 
             "probe_max_logit_error": {"fp32_onnx": fp32_error, "int8": int8_error},
         }
         if validation:
-            # The int8 graph is a slightly different function: calibrate the one that is served.
-            # (On the default model its temperature came out 0.996 against fp32's 0.993.)
-            texts, labels, source = validation
             # The stance outputs only: a platform head's outputs are another softmax, not calibrated.
-            stance, _ = split_outputs(tuple(model.config.id2label[i] for i in range(model.config.num_labels)))
-            y = np.array([stance.index(model.config.label2id[label]) for label in labels])
-            int8_logits = onnx_logits(staged, tokenizer, texts, int(meta.get("max_length", 256)))[:, stance]
-            info["temperature"] = fit_temperature(int8_logits, y)
-            info["temperature_fitted_on"] = source
-            # Whether int8 may stand in for fp32 at all (`--backend auto` reads this).
-            fp32_labels = _torch_logits(model, tokenizer, texts, int(meta.get("max_length", 256)))[:, stance].argmax(1)
-            info["validation_label_agreement"] = float((int8_logits.argmax(1) == fp32_labels).mean())
+            outputs = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
+            stance, _ = split_outputs(outputs)
+            max_length = int(meta.get("max_length", 256))
+            info.update(calibrate_against_fp32(
+                onnx_logits(staged, tokenizer, validation.texts, max_length)[:, stance],
+                _torch_logits(model, tokenizer, validation.texts, max_length)[:, stance],
+                validation, tuple(outputs[i] for i in stance)))
         out_dir.mkdir(parents=True, exist_ok=True)
         # Artefact first, sidecar last: a half-finished export never looks valid to the backend.
         (out_dir / SIDECAR).unlink(missing_ok=True)
@@ -179,9 +183,19 @@ def calibration_texts(path: Path | None) -> tuple[list[str] | None, str]:
     return texts, f"{path} (first {len(texts)})"
 
 
-def validation_records(path: Path | None) -> tuple[list[str], list[str], str] | None:
-    """Cleaned texts, labels and where they came from (default: data/validation.jsonl if present);
-    clear items only where records carry a clarity."""
+@dataclass(frozen=True)
+class Validation:
+    """Labelled statements a backend is calibrated and checked on. Every statement counts for label
+    agreement with fp32, which needs no label (and the borderline ones are where backends part);
+    the temperature and macro-F1 use the clear ones only, as training's calibration does."""
+    texts: list[str]
+    labels: list[str]
+    clear: np.ndarray  # bool, per statement
+    source: str
+
+
+def validation_records(path: Path | None) -> Validation | None:
+    """The labelled statements of `path` (default: data/validation.jsonl if present), cleaned."""
     from kazstance.text import clean
 
     if path is None:
@@ -191,11 +205,28 @@ def validation_records(path: Path | None) -> tuple[list[str], list[str], str] | 
     if not Path(path).is_file():
         raise ExportError(f"validation file {path} does not exist")
     rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    # Borderline items (two careful annotators may differ) are left out, as in training's calibration.
-    rows = [r for r in rows if clean(r.get("text", "")) and r.get("label") and r.get("clarity") in (None, "clear")]
-    if not rows:
-        raise ExportError(f"validation file {path} has no records with `text` and `label`")
-    return [clean(r["text"]) for r in rows], [r["label"] for r in rows], f"{path} ({len(rows)} statements)"
+    rows = [r for r in rows if clean(r.get("text", "")) and r.get("label")]
+    clear = np.array([r.get("clarity") in (None, "clear") for r in rows], dtype=bool)
+    if not clear.any():
+        raise ExportError(f"validation file {path} has no clear records with `text` and `label`")
+    return Validation([clean(r["text"]) for r in rows], [r["label"] for r in rows], clear,
+                      f"{path} ({clear.sum()} clear statements of {len(rows)})")
+
+
+def calibrate_against_fp32(logits: np.ndarray, fp32_logits: np.ndarray, validation: Validation,
+                           stance_labels: tuple[str, ...]) -> dict:
+    """A backend's own temperature (it computes a slightly different function from fp32's), and
+    what `--backend auto` requires of it before it may stand in for fp32: label agreement with
+    fp32 on every validation statement, and macro-F1 on the clear ones against fp32's."""
+    from sklearn.metrics import f1_score
+
+    clear = validation.clear
+    y = np.array([stance_labels.index(label) for label in validation.labels])
+    f1 = {name: float(f1_score(y[clear], lg[clear].argmax(1), average="macro", labels=range(len(stance_labels))))
+          for name, lg in (("backend", logits), ("fp32", fp32_logits))}
+    return {"temperature": fit_temperature(logits[clear], y[clear]), "temperature_fitted_on": validation.source,
+            "validation_label_agreement": float((logits.argmax(1) == fp32_logits.argmax(1)).mean()),
+            "validation_macro_f1_delta": f1["backend"] - f1["fp32"]}
 
 
 def onnx_logits(onnx_file: Path, tokenizer, texts: list[str], max_length: int) -> np.ndarray:
@@ -331,21 +362,59 @@ def register_with_artefact(tag: str, artefact_dir: Path, names: tuple[str, ...] 
     return str(model.tag)
 
 
-def export_bf16(model_dir: Path, out_dir: Path, validation: tuple[list[str], list[str], str]) -> dict:
-    """Write `BF16_SIDECAR`: bf16's own temperature, fitted on `validation` (bf16 rounds every
-    layer, so its logits are a slightly different function), and its label agreement with fp32
-    there, which `--backend auto` requires to be at least 99%."""
+def export_bf16(model_dir: Path, out_dir: Path, validation: Validation) -> dict:
+    """Write `BF16_SIDECAR`: bf16's own temperature and its parity with fp32 (bf16 rounds every
+    layer, so its logits are a slightly different function), fitted on `validation`."""
     from kazstance.backends import TorchBackend
     from kazstance.predictor import Predictor
 
-    texts, labels, source = validation
     max_length = int(read_meta(model_dir).get("max_length", 256))
     fp32, bf16 = (Predictor(backend=TorchBackend(model_dir, max_length, dtype=d), name=d) for d in ("float32", "bfloat16"))
-    y = np.array([fp32.backend.model.config.label2id[label] for label in labels])
-    logits = bf16.logits(texts)
     info = {"format": "bf16", "weights_sha256": weights_digest(model_dir), "torch": torch.__version__,
-            "temperature": fit_temperature(logits, y), "temperature_fitted_on": source,
-            "validation_label_agreement": float((logits.argmax(1) == fp32.logits(texts).argmax(1)).mean())}
+            **calibrate_against_fp32(bf16.logits(validation.texts), fp32.logits(validation.texts), validation, fp32.labels)}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / BF16_SIDECAR).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
+
+
+def export_openvino(model_dir: Path, out_dir: Path, validation: Validation | None = None) -> dict:
+    """Write the OpenVINO graph, its weights and sidecar for the model in `model_dir` into `out_dir`.
+
+    The graph is the fp32 ONNX graph of `export_fp32` (checked against torch), converted by
+    OpenVINO with its weights kept fp32 (OpenVINO would store them fp16 by default). Each
+    precision (f32, bf16) then gets its own temperature and its parity with fp32 on `validation`,
+    run as the backend runs it; bf16's is measured with this CPU's bf16 arithmetic."""
+    import openvino as ov
+
+    from kazstance.openvino import GRAPH, SIDECAR as OPENVINO_SIDECAR, WEIGHTS, compile_graph, grouped_logits
+
+    max_length = int(read_meta(model_dir).get("max_length", 256))
+    model, tokenizer = load_for_export(model_dir)
+    reference = probe_logits(model, tokenizer)
+    with tempfile.TemporaryDirectory(prefix="kazstance-openvino-") as tmp:
+        onnx_file = Path(tmp) / "model.fp32.onnx"
+        export_fp32(model, tokenizer, onnx_file)
+        staged = Path(tmp) / GRAPH
+        ov.save_model(ov.convert_model(str(onnx_file)), str(staged), compress_to_fp16=False)
+        error = float(np.abs(grouped_logits(compile_graph(staged, "f32"), tokenizer, PROBE_TEXTS, max_length)
+                             - reference).max())
+        if error > FP32_TOLERANCE:
+            raise ExportError(f"the OpenVINO graph differs from torch by {error:.2g} in a logit "
+                              f"(tolerance {FP32_TOLERANCE}); not writing a wrong graph")
+        info = {"format": "openvino", "weights_sha256": weights_digest(model_dir), "openvino": ov.__version__,
+                "torch": torch.__version__, "probe_max_logit_error": error}
+        if validation:
+            outputs = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
+            stance, _ = split_outputs(outputs)
+            fp32 = _torch_logits(model, tokenizer, validation.texts, max_length)[:, stance]
+            for precision in ("f32", "bf16"):
+                logits = grouped_logits(compile_graph(staged, precision), tokenizer, validation.texts, max_length)
+                info[precision] = calibrate_against_fp32(logits[:, stance], fp32, validation,
+                                                         tuple(outputs[i] for i in stance))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # Graph and weights first, sidecar last: a half-finished export never looks valid to the backend.
+        (out_dir / OPENVINO_SIDECAR).unlink(missing_ok=True)
+        for name in (GRAPH, WEIGHTS):
+            shutil.move(str(Path(tmp) / name), out_dir / name)
+    (out_dir / OPENVINO_SIDECAR).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return info

@@ -4,9 +4,9 @@ Steps: 1 load data (pooled train and validation files, calibration files, named 
 2 build the model, 3 tokenise, 4 train with early stopping on validation stance macro-F1,
 4b with `model.platform_head`, the second head that names the platform a statement is about
 (`frozen`: fitted on the finished stance model, `training/platform_head.py`; `joint`: trained in
-step 4 beside the stance), 5 calibrate
-(temperature on the calibration records), 6 evaluate validation and every test file through the
-shared predictor, 7 save artefacts and the model card, 8 register in the BentoML store.
+step 4 beside the stance), 5 calibrate (temperature on the calibration records; the bf16 and
+OpenVINO backends' own too), 6 evaluate validation and every test file through the shared
+predictor, 7 save artefacts and the model card, 8 register in the BentoML store.
 The TF-IDF baseline follows the same steps, with 2-4 replaced by one scikit-learn fit.
 """
 
@@ -46,7 +46,8 @@ def main(config: TrainConfig) -> Path:
         return [r for path in paths for r in read_labelled(path, LABELS, d.text_field, d.label_field)]
 
     splits = {"train": read(d.train), "validation": read(d.validation)}
-    calibration = select(read(d.calibration) if d.calibration else splits["validation"], d.calibration_only)
+    calibration_pool = read(d.calibration) if d.calibration else splits["validation"]
+    calibration = select(calibration_pool, d.calibration_only)
     tests = {name: read([path]) for name, path in d.test.items()}
     print("data: " + ", ".join(f"{k}={len(v)}" for k, v in {**splits, "calibration": calibration, **tests}.items()))
 
@@ -74,6 +75,23 @@ def main(config: TrainConfig) -> Path:
     y_cal = np.array([predictor.labels.index(r[d.label_field]) for r in calibration])
     predictor.temperature = fit_temperature(predictor.logits([r[d.text_field] for r in calibration]), y_cal)
     print(f"calibration: temperature {predictor.temperature:.3f}")
+
+    # 5b. The faster backends (torch bf16; OpenVINO f32 and bf16): each its own temperature and its
+    # parity with fp32 on the same records. `--backend auto`, the serving default, may pick one only
+    # where that parity was measured (and held).
+    if config.model.kind == "transformer":
+        from .export import Validation, export_bf16, export_openvino
+
+        chosen = {id(r) for r in calibration}
+        validation = Validation([clean(r[d.text_field]) for r in calibration_pool],
+                                [r[d.label_field] for r in calibration_pool],
+                                np.array([id(r) in chosen for r in calibration_pool]),
+                                f"calibration records ({len(calibration)} of {len(calibration_pool)})")
+        bf16 = export_bf16(run_dir, run_dir, validation)
+        openvino = export_openvino(run_dir, run_dir, validation)
+        for name, info in (("bf16", bf16), ("openvino", openvino["f32"]), ("openvino-bf16", openvino["bf16"])):
+            print(f"{name}: temperature {info['temperature']:.3f}, label agreement with fp32 "
+                  f"{info['validation_label_agreement']:.1%}, macro-F1 change {info['validation_macro_f1_delta']:+.4f}")
 
     # 6. Evaluate validation and every test file through the shared predictor (the serving code path).
     metrics = {}

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import SAMPLE_TEXTS
+from conftest import SAMPLE_TEXTS, widened_copy
 from kazstance.int8 import SIDECAR, Int8ArtefactMissing
 from kazstance.modeling import ModelNotFound
 from kazstance.predictor import Predictor
@@ -21,22 +21,9 @@ TEXTS = SAMPLE_TEXTS + ["VPN арқылы кіреміз", "Закон прин�
 
 @pytest.fixture(scope="module")
 def exported_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny model with its matrices redrawn wider: at the usual 0.02 init every text gets the
-    same probabilities, and label parity would compare eight copies of one row."""
-    import torch
-
-    from kazstance.modeling import load_transformer
     from training.export import export_model
 
-    folder = tmp_path_factory.mktemp("int8") / "model"
-    shutil.copytree(tiny_model_dir, folder)
-    model, _ = load_transformer(folder)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, weight in model.named_parameters():
-            if weight.dim() == 2 and "embeddings" not in name:
-                weight.normal_(0.0, 0.25)
-    model.save_pretrained(folder, safe_serialization=True)
+    folder = widened_copy(tiny_model_dir, tmp_path_factory.mktemp("int8") / "model")
     export_model(folder)
     return folder
 

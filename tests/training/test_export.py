@@ -140,8 +140,9 @@ def test_bf16_gets_its_own_temperature_and_agreement_tied_to_the_weights(model_c
     from kazstance.backends import BF16_SIDECAR
 
     info = export_model(model_copy, format="bf16", validation=labelled_file(tmp_path)).info
-    assert info["temperature_fitted_on"].endswith("(8 statements)")  # clear items only
+    assert info["temperature_fitted_on"].endswith("(8 clear statements of 9)")
     assert 0 <= info["validation_label_agreement"] <= 1
+    assert abs(info["validation_macro_f1_delta"]) <= 1
     assert Predictor.load(model_copy, backend="bf16").temperature == pytest.approx(info["temperature"])
     weights = model_copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")  # retrained in place: the calibration is stale
@@ -154,3 +155,21 @@ def test_bf16_calibration_needs_labelled_statements(model_copy, tmp_path, monkey
     monkeypatch.chdir(tmp_path)  # no data/validation.jsonl to fall back on
     with pytest.raises(ExportError, match="--validation"):
         export_model(model_copy, format="bf16")
+
+
+def test_parity_is_measured_on_every_statement_and_calibration_on_the_clear_ones():
+    from training.calibration import fit_temperature
+    from training.export import Validation, calibrate_against_fp32
+
+    labels = ("support", "oppose", "neutral")
+    validation = Validation(texts=["a", "b", "c", "d"], labels=["support", "oppose", "neutral", "oppose"],
+                            clear=np.array([True, True, True, False]), source="v.jsonl")
+    fp32 = np.array([[3.0, 0, 0], [0, 3.0, 0], [0, 0, 3.0], [0, 2.0, 1.9]])
+    backend = fp32.copy()
+    backend[3] = [0, 1.9, 2.0]  # the two part on the borderline statement only
+    info = calibrate_against_fp32(backend, fp32, validation, labels)
+    assert info["validation_label_agreement"] == 0.75  # the borderline statement counts: no label needed
+    assert info["validation_macro_f1_delta"] == 0.0  # macro-F1 on the clear ones, where they agree
+    assert info["temperature"] == pytest.approx(fit_temperature(backend[:3], np.array([0, 1, 2])))
+    backend[0] = [0, 3.0, 0]  # now a clear support statement goes wrong
+    assert calibrate_against_fp32(backend, fp32, validation, labels)["validation_macro_f1_delta"] < -0.1

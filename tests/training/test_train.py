@@ -37,8 +37,29 @@ def test_smoke_run_writes_every_artefact(smoke_run):
     expected = {"model.safetensors", "config.json", "tokenizer.json", "kazstance.json", "metrics.json",
                 "confusion_matrix.png", "training_curve.png", "config.resolved.yaml", "README.md"}
     assert expected <= {p.name for p in smoke_run.iterdir()}
-    assert not list(smoke_run.glob("*.bin")) and not list(smoke_run.glob("*.pt")), "no pickle files"
+    # OpenVINO's .bin is raw tensor bytes its XML graph points into, never unpickled.
+    from kazstance.openvino import WEIGHTS
+
+    pickles = [p for p in [*smoke_run.glob("*.bin"), *smoke_run.glob("*.pt")] if p.name != WEIGHTS]
+    assert not pickles, "no pickle files"
+    assert not (smoke_run / WEIGHTS).read_bytes()[:2] in (b"\x80\x02", b"\x80\x04", b"PK")
     assert not (smoke_run / "_checkpoints").exists()
+
+
+def test_smoke_run_measures_the_parity_backend_auto_needs(smoke_run):
+    from kazstance import openvino
+    from kazstance.backend_choice import parity_held
+    from kazstance.backends import BF16_SIDECAR
+    from kazstance.int8 import weights_digest
+
+    bf16 = json.loads((smoke_run / BF16_SIDECAR).read_text())
+    ov = json.loads((smoke_run / openvino.SIDECAR).read_text())
+    assert (smoke_run / openvino.GRAPH).is_file() and (smoke_run / openvino.WEIGHTS).is_file()
+    for sidecar in (bf16, ov):  # the final weights, platform head included
+        assert sidecar["weights_sha256"] == weights_digest(smoke_run)
+    for info in (bf16, ov["f32"], ov["bf16"]):
+        assert 0 <= info["validation_label_agreement"] <= 1 and info["temperature"] > 0
+        assert parity_held(info) == (info["validation_label_agreement"] >= 0.99 and info["validation_macro_f1_delta"] >= -0.005)
 
 
 def test_smoke_run_metadata_and_metrics(smoke_run):

@@ -1,0 +1,71 @@
+"""The OpenVINO backends: fp32's numbers (f32) or its labels (bf16), independent of the batch,
+from an artefact tied to the weights; or a clear refusal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import SAMPLE_TEXTS, widened_copy
+from kazstance.cli import app
+from kazstance.openvino import GRAPH, SIDECAR, OpenVinoArtefactMissing
+from kazstance.predictor import Predictor
+
+TEXTS = SAMPLE_TEXTS + ["VPN арқылы кіреміз", "Закон принят", "Ok", "TikTok " * 40]
+LABELS = ["support", "oppose", "neutral", "oppose", "support", "neutral", "oppose", "support"]
+
+
+@pytest.fixture(scope="module")
+def exported_dir(tiny_model_dir, tmp_path_factory):
+    """The widened tiny model, exported by the CLI with a labelled validation file."""
+    work = tmp_path_factory.mktemp("openvino")
+    folder = widened_copy(tiny_model_dir, work / "model")
+    validation = work / "validation.jsonl"
+    validation.write_text("".join(json.dumps({"text": t, "label": label}, ensure_ascii=False) + "\n"
+                                  for t, label in zip(SAMPLE_TEXTS, LABELS)), encoding="utf-8")
+    result = CliRunner().invoke(app, ["export", "--model", str(folder), "--format", "openvino",
+                                      "--validation", str(validation)])
+    assert result.exit_code == 0, result.output
+    assert "OpenVINO model written" in result.output
+    return folder
+
+
+def test_f32_gives_fp32s_logits(exported_dir):
+    fp32 = Predictor.load(exported_dir, backend="torch").backend.logits(TEXTS)
+    openvino = Predictor.load(exported_dir, backend="openvino").backend.logits(TEXTS)
+    np.testing.assert_allclose(openvino, fp32, atol=1e-4)
+
+
+def test_each_precision_has_its_own_temperature_and_measured_parity(exported_dir):
+    info = json.loads((exported_dir / SIDECAR).read_text())
+    for backend, precision in (("openvino", "f32"), ("openvino-bf16", "bf16")):
+        assert 0 <= info[precision]["validation_label_agreement"] <= 1
+        assert Predictor.load(exported_dir, backend=backend).temperature == pytest.approx(info[precision]["temperature"])
+    assert info["f32"]["validation_label_agreement"] == 1.0  # the same arithmetic as fp32
+
+
+@pytest.mark.parametrize("backend", ["openvino", "openvino-bf16"])
+def test_a_text_gets_the_same_probabilities_alone_and_in_any_batch(exported_dir, backend):
+    # Padded batches moved a bf16 statement's probabilities by up to 0.006 with its neighbours.
+    predictor = Predictor.load(exported_dir, backend=backend)
+    target = "TikTok-ты бұғаттау керек, балаларға зияны көп."
+    alone = predictor.predict_proba([target])[0]
+    for k in range(10):
+        batch = TEXTS[k % len(TEXTS):] + [target] + TEXTS[:k]
+        np.testing.assert_allclose(predictor.predict_proba(batch)[len(TEXTS) - k % len(TEXTS)], alone, atol=1e-6, rtol=0)
+
+
+def test_a_missing_or_stale_artefact_is_refused_with_the_fix(exported_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(exported_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")  # retrained in place
+    with pytest.raises(OpenVinoArtefactMissing, match="other weights.*kazstance export --model MODEL --format openvino"):
+        Predictor.load(folder, backend="openvino")
+    (folder / GRAPH).unlink()
+    with pytest.raises(OpenVinoArtefactMissing, match="has no OpenVINO model"):
+        Predictor.load(folder, backend="openvino-bf16")
