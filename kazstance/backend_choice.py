@@ -5,15 +5,15 @@ The machines this runs on change (AVX-512 VNNI here, AMX there), and which backe
 with them. So the choice is measured, not assumed. Candidates: fp32 `torch` always; `bf16` and
 `openvino-bf16` where the CPU has bf16 dot products; `int8` and `openvino` where the model has
 their exported artefacts; each only if its parity with fp32 was measured on the validation split
-(`kazstance export`, or training for bf16 and OpenVINO) and held: at least 99% label agreement on every statement, macro-F1 on the clear ones
-no more than 0.005 under fp32's. Each candidate then scores a fixed probe of statements on this
-CPU; one is out if its labels differ from fp32's on any probe statement, its probabilities move
-more than `MAX_PROB_DIFF`, or a statement's probabilities alone and inside the probe batch
-differ by more than `BATCH_INVARIANCE` (an answer must not depend on other clients' traffic,
-and a kernel that rounds by batch shape on some CPU would break that). The fastest of the rest
-wins. The decision is cached per CPU model, core count and model content
+(`kazstance export`, or training for bf16 and OpenVINO) and held: at least 99% label agreement on
+every statement, macro-F1 on the clear ones no more than 0.005 under fp32's. Each candidate then
+scores a fixed probe of statements on this CPU; one is out if its labels differ from fp32's on
+any probe statement, its probabilities move more than `MAX_PROB_DIFF`, or a statement's
+probabilities alone and inside the probe batch differ by more than `BATCH_INVARIANCE` (an answer
+must not depend on other clients' traffic, and a kernel that rounds by batch shape on some CPU
+would break that). The fastest of the rest wins. The decision is cached per CPU model, core count and model content
 (`~/.cache/kazstance/backends.json`, or `$KAZSTANCE_CACHE`), so only a new machine or a new model
-pays the ~10 s it takes.
+pays the 10-20 s it takes.
 
 `benchmarks/backends.py` measures the same parity on the news test and the challenge set.
 """
@@ -138,8 +138,8 @@ def candidates(path: Path) -> list[str]:
 
 def parity_held(info: dict) -> bool:
     """Whether a backend's calibration (its sidecar's entry) found it matching fp32 on the
-    validation split. Unmeasured is not eligible: a probe of 32 statements cannot show a 1%
-    disagreement. A backend better than fp32 on the labels is not out (that is not a loss of
+    validation split. Unmeasured is not eligible: a probe of a few dozen statements cannot show a
+    1% disagreement. A backend better than fp32 on the labels is not out (that is not a loss of
     parity but the noise of a small split)."""
     agreement, drop = info.get("validation_label_agreement"), info.get("validation_macro_f1_delta")
     return agreement is not None and drop is not None and agreement >= MIN_AGREEMENT and drop >= -MAX_MACRO_F1_DROP

@@ -111,7 +111,8 @@ def evaluate(model: str = typer.Option("kazstance:latest", help=MODEL_HELP),
              data: Path = typer.Option(..., help="Labelled JSONL, CSV or Parquet file."),
              out: Optional[Path] = typer.Option(None, help="Folder for metrics.json, report.md, confusion_matrix.png."),
              text_field: str = typer.Option("text"), label_field: str = typer.Option("label"),
-             backend: str = typer.Option("torch", help="Default torch here: fp32, the reference the model card's metrics are measured with. " + BACKEND_HELP),
+             backend: str = typer.Option("torch", help="Default torch here: fp32, the reference the model card's "
+                                                       "metrics are measured with. " + BACKEND_HELP),
              only: List[str] = typer.Option([], help="Keep records with FIELD=VALUE, e.g. --only clarity=clear "
                                                      "(repeatable).")) -> None:
     """Evaluate a model on a labelled file (all records, or those --only selects)."""
