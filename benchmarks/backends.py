@@ -43,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.inference import best_seconds, gemm_rate, model_dims, parity, statement_flops  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
 PRECISION = {"torch": "fp32", "bf16": "bf16", "int8": "int8", "hf_baseline": "fp32", "openvino": "fp32",
              "openvino-bf16": "bf16", "ov-padded-fp32": "fp32", "ov-padded-bf16": "bf16", "ov-nncf-int8": "int8"}
 INVARIANCE_STATEMENTS = 48  # scored alone, against their probabilities inside the timed batches
@@ -55,16 +54,16 @@ def machine() -> dict:
     import onnxruntime
     import torch
 
-    from kazstance.backend_choice import cpu
+    from kazstance.backend_choice import cpu, isa
 
-    model, flags = cpu()
+    model, _ = cpu()
     try:
         import openvino
         openvino_version = openvino.__version__
     except ImportError:
         openvino_version = None
     return {"cpu": model, "cores": len(os.sched_getaffinity(0)),
-            "isa": {flag: flag in flags for flag in ISA_FLAGS}, "torch": torch.__version__,
+            "isa": isa(), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "openvino": openvino_version,
             "load_average_before": os.getloadavg()}
 

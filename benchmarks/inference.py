@@ -48,11 +48,11 @@ def machine() -> dict:
     import onnxruntime
     import torch
 
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    return {"cpu": model or platform.processor(), "cores": len(os.sched_getaffinity(0)),
-            "avx512_vnni": "avx512_vnni" in flags, "python": platform.python_version(), "torch": torch.__version__,
+    from kazstance.backend_choice import cpu, isa
+
+    flags = isa()
+    return {"cpu": cpu()[0] or platform.processor(), "cores": len(os.sched_getaffinity(0)), "isa": flags,
+            "avx512_vnni": flags["avx512_vnni"], "python": platform.python_version(), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "load_average_before": os.getloadavg()}
 
 

@@ -156,10 +156,10 @@ def token_stats(model: str, texts: list[str]) -> dict:
 def machine() -> dict:
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cores": len(os.sched_getaffinity(0)), "cpu": cpu, "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__}
+    from kazstance.backend_choice import cpu, isa
+
+    return {"cores": len(os.sched_getaffinity(0)), "cpu": cpu()[0] or platform.processor(), "isa": isa(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
 
 
 # -------------------------------------------------------------------------------------------- main

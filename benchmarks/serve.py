@@ -263,10 +263,11 @@ def machine() -> dict:
     import torch
     import transformers
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cores": cores(), "cpu": cpu, "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "bentoml": bentoml.__version__}
+    from kazstance.backend_choice import cpu, isa
+
+    return {"cores": cores(), "cpu": cpu()[0] or platform.processor(), "isa": isa(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "bentoml": bentoml.__version__}
 
 
 def markdown_table(results: dict) -> str:

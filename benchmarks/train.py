@@ -25,16 +25,14 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 TARGET_SECONDS = 20 * 60
 
 
 def machine() -> dict:
-    from kazstance.backend_choice import cpu
+    from kazstance.backend_choice import cpu, isa
 
-    model, flags = cpu()
-    return {"cpu": model or platform.processor(), "cores": len(os.sched_getaffinity(0)),
-            "isa": {flag: flag in flags for flag in ISA_FLAGS}, "python": platform.python_version()}
+    return {"cpu": cpu()[0] or platform.processor(), "cores": len(os.sched_getaffinity(0)),
+            "isa": isa(), "python": platform.python_version()}
 
 
 def main() -> None:

@@ -77,6 +77,15 @@ def cpu() -> tuple[str, set[str]]:
     return (model.group(1) if model else ""), (set(flags.group(1).split()) if flags else set())
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def isa() -> dict[str, bool]:
+    """Which of the instruction sets that decide a backend's speed this CPU has (benchmarks record it)."""
+    flags = cpu()[1]
+    return {flag: flag in flags for flag in ISA_FLAGS}
+
+
 def cpu_key() -> str:
     """What decides the winner: the CPU model, its bf16/int8 features and the cores used."""
     model, flags = cpu()
