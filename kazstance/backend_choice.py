@@ -114,11 +114,6 @@ def choose(path: Path, max_length: int, threads: int | None = None) -> dict:
     return decision
 
 
-def cached_choice(path: Path, threads: int | None = None) -> dict | None:
-    """The decision made for this model on this CPU, if one was, without measuring."""
-    return _read(cache_file()).get(_key(path, threads))
-
-
 def _key(path: Path, threads: int | None) -> str:
     from .modeling import content_hash
 

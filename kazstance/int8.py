@@ -42,28 +42,41 @@ def weights_digest(path: Path) -> dict[str, str]:
 
 def check_artefact(path: Path) -> dict:
     """The artefact's sidecar, after checking it exists and matches the folder's weights."""
-    fix = "run `kazstance export --model MODEL --format onnx-int8` (MODEL: this model's folder or tag) first"
-    if not (path / ARTEFACT).is_file() or not (path / SIDECAR).is_file():
-        raise Int8ArtefactMissing(f"{path} has no int8 model ({ARTEFACT}); {fix}")
-    info = json.loads((path / SIDECAR).read_text(encoding="utf-8"))
-    # A model retrained into the same folder would otherwise be served with the old int8 weights.
+    return checked_sidecar(path, ARTEFACT, SIDECAR, "onnx-int8", "int8", Int8ArtefactMissing)
+
+
+def checked_sidecar(path: Path, artefact: str, sidecar: str, format: str, what: str, missing: type[Exception],
+                    more: tuple[str, ...] = ()) -> dict:
+    """The sidecar of an artefact `kazstance export --format FORMAT` writes beside a model, after
+    checking the artefact (and any `more` files) exist and were made from the folder's weights;
+    otherwise `missing`, naming the command that fixes it."""
+    fix = f"run `kazstance export --model MODEL --format {format}` (MODEL: this model's folder or tag) first"
+    if not all((path / name).is_file() for name in (artefact, *more, sidecar)):
+        raise missing(f"{path} has no {what} model ({artefact}); {fix}")
+    info = json.loads((path / sidecar).read_text(encoding="utf-8"))
+    # A model retrained into the same folder would otherwise be served with the old exported weights.
     if info.get("weights_sha256") != weights_digest(path):
-        raise Int8ArtefactMissing(f"{path / ARTEFACT} was exported from other weights than {path}'s; {fix}")
+        raise missing(f"{path / artefact} was exported from other weights than {path}'s; {fix}")
     return info
+
+
+def tokenizer_and_labels(path: Path) -> tuple:
+    """The model folder's tokenizer and output names (id2label order), for a backend that runs an
+    exported graph instead of the transformers model."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    safe = dict(local_files_only=True, trust_remote_code=False)
+    config = AutoConfig.from_pretrained(path, **safe)
+    return AutoTokenizer.from_pretrained(path, **safe), tuple(config.id2label[i] for i in range(config.num_labels))
 
 
 class Int8Backend:
     """Dynamic-int8 ONNX Runtime session over the exported graph; tokenises each batch to its longest text."""
 
     def __init__(self, path: Path, max_length: int, threads: int | None = None):
-        from transformers import AutoConfig, AutoTokenizer
-
         path = Path(path)
         self.info = check_artefact(path)
-        safe = dict(local_files_only=True, trust_remote_code=False)
-        self.tokenizer = AutoTokenizer.from_pretrained(path, **safe)
-        config = AutoConfig.from_pretrained(path, **safe)
-        self.labels = tuple(config.id2label[i] for i in range(config.num_labels))
+        self.tokenizer, self.labels = tokenizer_and_labels(path)
         self.max_length = max_length
 
         # Batch invariance: ONNX Runtime's dynamic quantisation takes one activation scale per
@@ -72,7 +85,7 @@ class Int8Backend:
         # a logit was seen). So every text runs alone, unpadded, on a one-thread session: its
         # numbers are a function of the text only, whatever the batch or --threads. The cores
         # are used by running texts side by side (ONNX Runtime sessions take concurrent calls).
-        self.threads = threads or _torch_threads()
+        self.threads = threads or torch_threads()
         self.session = make_session(path / ARTEFACT, 1)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self._pool = None
@@ -116,7 +129,8 @@ def make_session(onnx_file: Path, threads: int, optimisation: str = "all", disab
                                 disabled_optimizers=list(disabled))
 
 
-def _torch_threads() -> int:
+def torch_threads() -> int:
+    """The threads torch uses here: exported graphs run on as many."""
     import os
 
     try:

@@ -17,7 +17,6 @@ lengths, unpadded, 122/s (mixed lengths make many tiny batches); multiples of 8,
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import defaultdict
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import token_counts
-from .int8 import weights_digest
+from .int8 import checked_sidecar, tokenizer_and_labels, torch_threads
 from .modeling import ModelNotFound
 
 GRAPH = "model.openvino.xml"
@@ -41,25 +40,17 @@ class OpenVinoArtefactMissing(ModelNotFound):
 
 def check_artefact(path: Path) -> dict:
     """The artefact's sidecar, after checking it exists and matches the folder's weights."""
-    fix = "run `kazstance export --model MODEL --format openvino` (MODEL: this model's folder or tag) first"
-    if not all((path / name).is_file() for name in (GRAPH, WEIGHTS, SIDECAR)):
-        raise OpenVinoArtefactMissing(f"{path} has no OpenVINO model ({GRAPH}); {fix}")
-    info = json.loads((path / SIDECAR).read_text(encoding="utf-8"))
-    if info.get("weights_sha256") != weights_digest(path):
-        raise OpenVinoArtefactMissing(f"{path / GRAPH} was exported from other weights than {path}'s; {fix}")
-    return info
+    return checked_sidecar(path, GRAPH, SIDECAR, "openvino", "OpenVINO", OpenVinoArtefactMissing, more=(WEIGHTS,))
 
 
 def compile_graph(graph: Path, precision: str, threads: int | None = None):
     """An inference request on `graph` compiled for this CPU in `precision` (f32 or bf16)."""
     import openvino as ov
 
-    from .int8 import _torch_threads
-
     # One stream on every thread torch would use: the predictor already batches, and one request
     # at a time keeps a text's numbers independent of how calls interleave.
     compiled = ov.Core().compile_model(str(graph), "CPU", {
-        "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads or _torch_threads(), "NUM_STREAMS": 1})
+        "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads or torch_threads(), "NUM_STREAMS": 1})
     return compiled.create_infer_request()
 
 
@@ -97,15 +88,10 @@ class OpenVinoBackend:
     """The exported graph compiled in one precision (`openvino`: f32, `openvino-bf16`: bf16)."""
 
     def __init__(self, path: Path, max_length: int, backend: str = "openvino", threads: int | None = None):
-        from transformers import AutoConfig, AutoTokenizer
-
         path = Path(path)
         precision = PRECISIONS[backend]
         self.info = check_artefact(path).get(precision, {})  # the predictor takes its temperature from here
-        safe = dict(local_files_only=True, trust_remote_code=False)
-        self.tokenizer = AutoTokenizer.from_pretrained(path, **safe)
-        config = AutoConfig.from_pretrained(path, **safe)
-        self.labels = tuple(config.id2label[i] for i in range(config.num_labels))
+        self.tokenizer, self.labels = tokenizer_and_labels(path)
         self.max_length = max_length
         self._request = compile_graph(path / GRAPH, precision, threads)
         self._lock = threading.Lock()  # one infer request: one call at a time

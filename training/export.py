@@ -396,8 +396,8 @@ def export_openvino(model_dir: Path, out_dir: Path, validation: Validation | Non
         export_fp32(model, tokenizer, onnx_file)
         staged = Path(tmp) / GRAPH
         ov.save_model(ov.convert_model(str(onnx_file)), str(staged), compress_to_fp16=False)
-        error = float(np.abs(grouped_logits(compile_graph(staged, "f32"), tokenizer, PROBE_TEXTS, max_length)
-                             - reference).max())
+        f32 = compile_graph(staged, "f32")
+        error = float(np.abs(grouped_logits(f32, tokenizer, PROBE_TEXTS, max_length) - reference).max())
         if error > FP32_TOLERANCE:
             raise ExportError(f"the OpenVINO graph differs from torch by {error:.2g} in a logit "
                               f"(tolerance {FP32_TOLERANCE}); not writing a wrong graph")
@@ -407,8 +407,8 @@ def export_openvino(model_dir: Path, out_dir: Path, validation: Validation | Non
             outputs = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
             stance, _ = split_outputs(outputs)
             fp32 = _torch_logits(model, tokenizer, validation.texts, max_length)[:, stance]
-            for precision in ("f32", "bf16"):
-                logits = grouped_logits(compile_graph(staged, precision), tokenizer, validation.texts, max_length)
+            for precision, request in (("f32", f32), ("bf16", compile_graph(staged, "bf16"))):
+                logits = grouped_logits(request, tokenizer, validation.texts, max_length)
                 info[precision] = calibrate_against_fp32(logits[:, stance], fp32, validation,
                                                          tuple(outputs[i] for i in stance))
         out_dir.mkdir(parents=True, exist_ok=True)

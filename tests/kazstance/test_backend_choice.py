@@ -29,7 +29,6 @@ def test_the_choice_is_cached_per_cpu_and_model(tiny_model_dir, monkeypatch):
 
     monkeypatch.setattr(backend_choice, "_measure", measure_again)
     assert backend_choice.choose(tiny_model_dir, 64, threads=1) == first
-    assert backend_choice.cached_choice(tiny_model_dir, threads=1) == first
 
 
 class Disagreeing:
