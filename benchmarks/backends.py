@@ -17,7 +17,7 @@ Everything is measured in one run on one machine, and reported as ratios:
    statement inside the timed batches of 32 (an HTTP answer must not depend on other traffic).
 
 With `--openvino`, the OpenVINO variants the product does not ship (padded fp32 and bf16, NNCF
-static int8) run beside them (`benchmarks/openvino_variants.py`; each gets its temperature fitted
+static int8, the product's int8 graph with activation groups of 64) run beside them (`benchmarks/openvino_variants.py`; each gets its temperature fitted
 on `--validation`). The last part is the default backend: what `--backend auto` picks here, and
 the issue's targets checked on its row.
 
@@ -44,7 +44,8 @@ from benchmarks.inference import best_seconds, gemm_rate, model_dims, parity, st
 
 HERE = Path(__file__).resolve().parent
 PRECISION = {"torch": "fp32", "bf16": "bf16", "int8": "int8", "hf_baseline": "fp32", "openvino": "fp32",
-             "openvino-bf16": "bf16", "ov-padded-fp32": "fp32", "ov-padded-bf16": "bf16", "ov-nncf-int8": "int8"}
+             "openvino-bf16": "bf16", "openvino-int8": "int8", "ov-padded-fp32": "fp32", "ov-padded-bf16": "bf16",
+             "ov-nncf-int8": "int8", "ov-int8-group64": "int8"}
 INVARIANCE_STATEMENTS = 48  # scored alone, against their probabilities inside the timed batches
 TARGETS = {"default_vs_hf_baseline_min": 4.0, "peak_share_min": 0.5, "p50_ms_c1_max": 15.0,
            "macro_f1_delta_abs_max": 0.005, "label_agreement_min": 0.99, "ece_max": 0.05}
@@ -110,7 +111,7 @@ def batch_invariance(predictor, texts: list[str]) -> float:
 
 def openvino_predictors(path: Path, args, max_length: int, threads: int) -> dict:
     """The OpenVINO variants not shipped, through the shared predictor, each with its own temperature."""
-    from benchmarks.openvino_variants import VARIANTS, PaddedOpenVinoBackend, available, convert
+    from benchmarks.openvino_variants import VARIANTS, PaddedOpenVinoBackend, available, convert, int8_group_backend
     from kazstance.predictor import Predictor
     from training.calibration import fit_temperature
 
@@ -121,10 +122,13 @@ def openvino_predictors(path: Path, args, max_length: int, threads: int) -> dict
                    if line.strip()][:300]
     validation = [json.loads(line) for line in args.validation.read_text(encoding="utf-8").splitlines() if line.strip()]
     validation = [r for r in validation if r.get("clarity") in (None, "clear")]
-    graphs = convert(path, calibration, max_length)
+    variants = args.variants.split(",") if args.variants else VARIANTS
+    graphs = convert(path, calibration, max_length, int8="ov-nncf-int8" in variants)
     out = {}
-    for variant in VARIANTS:
-        predictor = Predictor(backend=PaddedOpenVinoBackend(path, graphs, variant, max_length, threads), name=variant)
+    for variant in variants:
+        backend = (int8_group_backend(path, max_length, threads, group=64) if variant == "ov-int8-group64"
+                   else PaddedOpenVinoBackend(path, graphs, variant, max_length, threads))
+        predictor = Predictor(backend=backend, name=variant)
         y = np.array([predictor.labels.index(r["label"]) for r in validation])
         predictor.temperature = fit_temperature(predictor.logits([r["text"] for r in validation]), y)
         out[variant] = predictor
@@ -158,10 +162,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("files", nargs="+", type=Path, help="labelled JSONL files; the first is timed")
     parser.add_argument("--model", default="models/default", help="model folder (with the int8 artefact)")
-    parser.add_argument("--backends", default="torch,bf16,int8,openvino,openvino-bf16")
+    parser.add_argument("--backends", default="torch,bf16,int8,openvino,openvino-bf16,openvino-int8")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes; the fastest counts")
     parser.add_argument("--openvino", action="store_true",
-                        help="also the OpenVINO variants the product does not ship (padded fp32 and bf16, NNCF int8)")
+                        help="also the OpenVINO variants the product does not ship (padded fp32 and bf16, NNCF int8, int8 groups of 64)")
+    parser.add_argument("--variants", default="",
+                        help="with --openvino, these variants only (comma-separated; default: all of them)")
     parser.add_argument("--validation", type=Path, default=Path("data/news/validation.jsonl"),
                         help="labelled JSONL: the OpenVINO variants' temperatures are fitted on its clear items")
     parser.add_argument("--calibration", type=Path, default=Path("data/news/train.jsonl"),
@@ -209,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
             latencies.append(time.perf_counter() - start)
         speed[name] = {"statements_per_s": len(timed) / seconds, "p50_ms_batch1": 1000 * statistics.median(latencies),
                        "batch_invariance_max_prob_diff": batch_invariance(predictor, timed)}
+        print(name, f"{speed[name]['statements_per_s']:.1f} statements/s", flush=True)
     for name, s in speed.items():
         s["vs_hf_baseline"] = s["statements_per_s"] / speed["hf_baseline"]["statements_per_s"]
         s["useful_gop_per_s"] = useful * s["statements_per_s"] / len(timed) / 1e9

@@ -3,9 +3,9 @@ for this model.
 
 The machines this runs on change (AVX-512 VNNI here, AMX there), and which backend wins changes
 with them. So the choice is measured, not assumed. Candidates: fp32 `torch` always; `bf16` and
-`openvino-bf16` where the CPU has bf16 dot products; `int8` and `openvino` where the model has
-their exported artefacts; each only if its parity with fp32 was measured on the validation split
-(`kazstance export`, or training for bf16 and OpenVINO) and held: at least 99% label agreement on
+`openvino-bf16` where the CPU has bf16 dot products; `int8`, `openvino` and `openvino-int8` where
+the model has their exported artefacts; each only if its parity with fp32 was measured on the
+validation split (`kazstance export`, or training for bf16 and OpenVINO) and held: at least 99% label agreement on
 every statement, macro-F1 on the clear ones no more than 0.005 under fp32's. Each candidate then
 scores a fixed probe of statements on this CPU; one is out if its labels differ from fp32's on
 any probe statement, its probabilities move more than `MAX_PROB_DIFF`, or a statement's
@@ -31,8 +31,12 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-MAX_PROB_DIFF = 0.05
-RULES = 2  # bumped when what makes a backend eligible changes: earlier cached decisions no longer count
+# A probe check catches a backend broken on this CPU, not the rounding of a faithful one: int8
+# weights, each backend with its own temperature, move a statement's probability by 0.05-0.09
+# (news test: openvino-int8 0.059, ONNX Runtime int8 0.092) with fp32's label on 99%+ of them.
+# Parity on the labels is what validation measured (`parity_held`).
+MAX_PROB_DIFF = 0.1
+RULES = 3  # bumped when what makes a backend eligible changes: earlier cached decisions no longer count
 BATCH_INVARIANCE = 1e-6  # largest probability change of a probe statement alone against in the batch
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # Kazakh and Russian statements of every stance and of different lengths.
@@ -129,14 +133,15 @@ def candidates(path: Path) -> list[str]:
     """The backends that may stand in for fp32 with this model on this CPU, fp32 first."""
     from .backends import BF16_SIDECAR
     from .int8 import ARTEFACT, SIDECAR
-    from .openvino import GRAPH, SIDECAR as OPENVINO_SIDECAR
+    from .openvino import GRAPH, INT8_GRAPH, SIDECAR as OPENVINO_SIDECAR
 
     bf16 = has_bf16()
     openvino = _read(path / OPENVINO_SIDECAR) if (path / GRAPH).is_file() else {}
     eligible = {"bf16": bf16 and parity_held(_read(path / BF16_SIDECAR)),
                 "int8": (path / ARTEFACT).is_file() and parity_held(_read(path / SIDECAR)),
                 "openvino": _has_openvino() and parity_held(openvino.get("f32", {})),
-                "openvino-bf16": bf16 and _has_openvino() and parity_held(openvino.get("bf16", {}))}
+                "openvino-bf16": bf16 and _has_openvino() and parity_held(openvino.get("bf16", {})),
+                "openvino-int8": _has_openvino() and (path / INT8_GRAPH).is_file() and parity_held(openvino.get("int8", {}))}
     return ["torch"] + [name for name, ok in eligible.items() if ok]
 
 
@@ -185,6 +190,9 @@ def _measure(path: Path, max_length: int, threads: int | None) -> dict:
         best = min(_seconds(predictor) for _ in range(5))
         measured[name] = round((len(PROBE) + len(PROBE) // 2) / best, 1)
     speeds = {name: v for name, v in measured.items() if isinstance(v, float)}
+    if not speeds:  # fp32 itself drifted with its batch on this CPU (seen: 1.5e-6) and nothing else qualified
+        return {"backend": "torch", "why": f"no backend passed the checks on this CPU ({cpu_key()}); fp32 is the reference",
+                "measured": measured}
     winner = max(speeds, key=speeds.get)
     return {"backend": winner, "why": f"fastest with fp32's predictions on this CPU ({cpu_key()})",
             "measured": measured}

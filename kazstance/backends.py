@@ -5,8 +5,8 @@ so swapping fp32 torch for a faster backend cannot change what the rest of the p
 - `torch`: the fine-tuned transformers model in fp32.
 - `bf16`: the same model with bfloat16 weights and activations, for CPUs with bf16 dot products
   (AVX-512 BF16, AMX); logits come back as fp32.
-- `int8` (`kazstance/int8.py`, ONNX Runtime) and `openvino`, `openvino-bf16` (`kazstance/openvino.py`):
-  artefacts `kazstance export` writes beside the model.
+- `int8` (`kazstance/int8.py`, ONNX Runtime) and `openvino`, `openvino-bf16`, `openvino-int8`
+  (`kazstance/openvino.py`): artefacts `kazstance export` (and training) write beside the model.
 - `tfidf`: the scikit-learn character n-gram baseline, stored as JSON + safetensors (no pickle).
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from .modeling import load_transformer
 
-BACKENDS = ("auto", "torch", "bf16", "int8", "openvino", "openvino-bf16")  # auto: see kazstance/backend_choice.py
+BACKENDS = ("auto", "torch", "bf16", "int8", "openvino", "openvino-bf16", "openvino-int8")  # auto: see kazstance/backend_choice.py
 # `kazstance export --format bf16` fits bf16 its own temperature and writes it here, tied to the weights.
 BF16_SIDECAR = "model.bf16.json"
 TFIDF_FILES = ("tfidf.json", "tfidf.safetensors")
@@ -120,7 +120,7 @@ def open_backend(path: Path, backend: str, max_length: int) -> Backend:
         from .int8 import Int8Backend  # optional fast path (ONNX Runtime)
 
         return Int8Backend(path, max_length)
-    if backend in ("openvino", "openvino-bf16"):
+    if backend in ("openvino", "openvino-bf16", "openvino-int8"):
         from .openvino import OpenVinoBackend  # OpenVINO's CPU plugin, after `kazstance export --format openvino`
 
         return OpenVinoBackend(path, max_length, backend)

@@ -25,7 +25,7 @@ console = Console(stderr=True)
 MODEL_HELP = "A model folder or a BentoML tag."
 BACKEND_HELP = ("Inference backend: auto (the fastest backend whose parity with fp32 held on validation and on "
                 "this CPU, measured once and cached), torch (fp32), bf16 (bf16 CPUs), int8 (ONNX Runtime) or "
-                "openvino / openvino-bf16 (OpenVINO; int8 and OpenVINO after `kazstance export`).")
+                "openvino / openvino-bf16 / openvino-int8 (OpenVINO; written by training or `kazstance export`).")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -357,8 +357,8 @@ def serve(model: str = typer.Option("kazstance:latest", help="BentoML tag or mod
 def export(model: str = typer.Option("kazstance:latest", help=MODEL_HELP),
            format_: str = typer.Option("onnx-int8", "--format", help="onnx-int8: the int8 model for --backend int8; "
                                                                    "bf16: fit --backend bf16 its own temperature; "
-                                                                   "openvino: the graph for --backend openvino and "
-                                                                   "openvino-bf16."),
+                                                                   "openvino: the graphs for --backend openvino, "
+                                                                   "openvino-bf16 and openvino-int8."),
            calibration: Optional[Path] = typer.Option(
                None, help="JSONL statements on which to find the layers int8 would hurt (default: data/news/train.jsonl or data/train.jsonl)."),
            validation: Optional[Path] = typer.Option(
@@ -379,8 +379,8 @@ def export(model: str = typer.Option("kazstance:latest", help=MODEL_HELP),
         return
     if format_ == "openvino":
         parity = "; ".join(f"{p}: temperature {result.info[p]['temperature']:.3f}, label agreement with fp32 "
-                           f"{result.info[p]['validation_label_agreement']:.1%}" for p in ("f32", "bf16") if p in result.info)
-        console.print(f"OpenVINO model written to {where} (largest logit change on the probe texts: "
+                           f"{result.info[p]['validation_label_agreement']:.1%}" for p in ("f32", "bf16", "int8") if p in result.info)
+        console.print(f"OpenVINO models (f32, int8 weights) written to {where} (largest logit change on the probe texts: "
                       f"{result.info['probe_max_logit_error']:.3g}){'; ' + parity if parity else ''}")
         return
     error = result.info["probe_max_logit_error"]["int8"]

@@ -3,7 +3,7 @@
 | variable | default | meaning |
 |---|---|---|
 | KAZSTANCE_MODEL | kazstance:latest | BentoML model tag to serve |
-| KAZSTANCE_BACKEND | auto | predictor backend: auto (see kazstance/backend_choice.py), torch (fp32), bf16, int8, openvino or openvino-bf16 |
+| KAZSTANCE_BACKEND | auto | predictor backend: auto (see kazstance/backend_choice.py), torch (fp32), bf16, int8, openvino, openvino-bf16 or openvino-int8 |
 | KAZSTANCE_WORKERS | 1 | API worker processes, each with its own model, batcher and request limits |
 | KAZSTANCE_THREADS | cores / workers | torch threads per API worker |
 | KAZSTANCE_MAX_CHARS | 5000 | longest statement accepted by /predict |

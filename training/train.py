@@ -76,7 +76,7 @@ def main(config: TrainConfig) -> Path:
     predictor.temperature = fit_temperature(predictor.logits([r[d.text_field] for r in calibration]), y_cal)
     print(f"calibration: temperature {predictor.temperature:.3f}")
 
-    # 5b. The faster backends (torch bf16; OpenVINO f32 and bf16): each its own temperature and its
+    # 5b. The faster backends (torch bf16; OpenVINO f32, bf16, int8): each its own temperature and its
     # parity with fp32 on the same records. `--backend auto`, the serving default, may pick one only
     # where that parity was measured (and held).
     if config.model.kind == "transformer":
@@ -89,7 +89,8 @@ def main(config: TrainConfig) -> Path:
                                 f"calibration records ({len(calibration)} of {len(calibration_pool)})")
         bf16 = export_bf16(run_dir, run_dir, validation)
         openvino = export_openvino(run_dir, run_dir, validation)
-        for name, info in (("bf16", bf16), ("openvino", openvino["f32"]), ("openvino-bf16", openvino["bf16"])):
+        for name, info in (("bf16", bf16), ("openvino", openvino["f32"]), ("openvino-bf16", openvino["bf16"]),
+                           ("openvino-int8", openvino["int8"])):
             print(f"{name}: temperature {info['temperature']:.3f}, label agreement with fp32 "
                   f"{info['validation_label_agreement']:.1%}, macro-F1 change {info['validation_macro_f1_delta']:+.4f}")
 

@@ -85,14 +85,29 @@ def test_a_backend_is_a_candidate_only_if_its_parity_held_on_validation(tmp_path
     monkeypatch.setattr(backend_choice, "has_bf16", lambda: True)
     (tmp_path / ARTEFACT).write_bytes(b"onnx")
     (tmp_path / openvino.GRAPH).write_text("<net/>")
+    (tmp_path / openvino.INT8_GRAPH).write_text("<net/>")
     info = {} if agreement is None else {"validation_label_agreement": agreement, "validation_macro_f1_delta": f1_delta}
     for sidecar in (SIDECAR, BF16_SIDECAR):
         (tmp_path / sidecar).write_text(json.dumps(info))
-    (tmp_path / openvino.SIDECAR).write_text(json.dumps({"f32": info, "bf16": info}))  # one entry per precision
+    (tmp_path / openvino.SIDECAR).write_text(json.dumps({"f32": info, "bf16": info, "int8": info}))  # one entry per precision
     chosen_from = backend_choice.candidates(tmp_path)
     assert chosen_from[0] == "torch"  # always: the reference and the fallback
-    for backend in ("bf16", "int8", "openvino", "openvino-bf16"):
+    for backend in ("bf16", "int8", "openvino", "openvino-bf16", "openvino-int8"):
         assert (backend in chosen_from) is eligible, backend
+
+
+def test_when_even_fp32_moves_with_its_batch_fp32_is_still_served(tiny_model_dir, monkeypatch):
+    # Seen on an Intel Xeon (AVX-512 VNNI, no BF16): fp32's GEMM kernels change with the number of
+    # tokens, and a probe statement moved by 1.5e-6 alone against in its batch. fp32 is the
+    # reference: when nothing else qualifies, it is what `auto` serves, not a crash.
+    import kazstance.backends as backends
+
+    real = backends.open_backend
+    monkeypatch.setattr(backends, "open_backend", lambda path, name, n: BatchDependent(real(path, name, n)))
+    monkeypatch.setattr(backend_choice, "candidates", lambda path: ["torch"])
+    choice = backend_choice.choose(tiny_model_dir, 64, threads=1)
+    assert choice["backend"] == "torch" and "no backend passed" in choice["why"]
+    assert "change with its batch" in choice["measured"]["torch"]
 
 
 def test_metadata_reports_what_the_services_predictor_chose(tiny_model_dir, monkeypatch):
