@@ -37,12 +37,13 @@ def test_smoke_run_writes_every_artefact(smoke_run):
     expected = {"model.safetensors", "config.json", "tokenizer.json", "kazstance.json", "metrics.json",
                 "confusion_matrix.png", "training_curve.png", "config.resolved.yaml", "README.md"}
     assert expected <= {p.name for p in smoke_run.iterdir()}
-    # OpenVINO's .bin is raw tensor bytes its XML graph points into, never unpickled.
-    from kazstance.openvino import WEIGHTS
+    # OpenVINO's .bin files are raw tensor bytes their XML graphs point into, never unpickled.
+    from kazstance.openvino import INT8_WEIGHTS, WEIGHTS
 
-    pickles = [p for p in [*smoke_run.glob("*.bin"), *smoke_run.glob("*.pt")] if p.name != WEIGHTS]
+    pickles = [p for p in [*smoke_run.glob("*.bin"), *smoke_run.glob("*.pt")] if p.name not in (WEIGHTS, INT8_WEIGHTS)]
     assert not pickles, "no pickle files"
-    assert not (smoke_run / WEIGHTS).read_bytes()[:2] in (b"\x80\x02", b"\x80\x04", b"PK")
+    for weights in (WEIGHTS, INT8_WEIGHTS):
+        assert not (smoke_run / weights).read_bytes()[:2] in (b"\x80\x02", b"\x80\x04", b"PK")
     assert not (smoke_run / "_checkpoints").exists()
 
 
@@ -54,10 +55,11 @@ def test_smoke_run_measures_the_parity_backend_auto_needs(smoke_run):
 
     bf16 = json.loads((smoke_run / BF16_SIDECAR).read_text())
     ov = json.loads((smoke_run / openvino.SIDECAR).read_text())
-    assert (smoke_run / openvino.GRAPH).is_file() and (smoke_run / openvino.WEIGHTS).is_file()
+    for name in (openvino.GRAPH, openvino.WEIGHTS, openvino.INT8_GRAPH, openvino.INT8_WEIGHTS):
+        assert (smoke_run / name).is_file(), name
     for sidecar in (bf16, ov):  # the final weights, platform head included
         assert sidecar["weights_sha256"] == weights_digest(smoke_run)
-    for info in (bf16, ov["f32"], ov["bf16"]):
+    for info in (bf16, ov["f32"], ov["bf16"], ov["int8"]):
         assert 0 <= info["validation_label_agreement"] <= 1 and info["temperature"] > 0
         assert parity_held(info) == (info["validation_label_agreement"] >= 0.99 and info["validation_macro_f1_delta"] >= -0.005)
 
