@@ -17,8 +17,9 @@ Everything is measured in one run on one machine, and reported as ratios:
    statement inside the timed batches of 32 (an HTTP answer must not depend on other traffic).
 
 With `--openvino`, the OpenVINO variants the product does not ship (padded fp32 and bf16, NNCF
-static int8, the product's int8 graph with activation groups of 64) run beside them (`benchmarks/openvino_variants.py`; each gets its temperature fitted
-on `--validation`). The last part is the default backend: what `--backend auto` picks here, and
+static int8, the product's int8 graph with activation groups of 64; `--variants` picks some) run
+beside them (`benchmarks/openvino_variants.py`; each gets its temperature fitted on
+`--validation`). The last part is the default backend: what `--backend auto` picks here, and
 the issue's targets checked on its row.
 
     python benchmarks/backends.py --model models/default --openvino data/news/test.jsonl data/challenge.jsonl
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--backends", default="torch,bf16,int8,openvino,openvino-bf16,openvino-int8")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes; the fastest counts")
     parser.add_argument("--openvino", action="store_true",
-                        help="also the OpenVINO variants the product does not ship (padded fp32 and bf16, NNCF int8, int8 groups of 64)")
+                        help="also the OpenVINO variants the product does not ship (padded fp32 and bf16, "
+                             "NNCF int8, int8 groups of 64)")
     parser.add_argument("--variants", default="",
                         help="with --openvino, these variants only (comma-separated; default: all of them)")
     parser.add_argument("--validation", type=Path, default=Path("data/news/validation.jsonl"),

@@ -5,8 +5,8 @@ The machines this runs on change (AVX-512 VNNI here, AMX there), and which backe
 with them. So the choice is measured, not assumed. Candidates: fp32 `torch` always; `bf16` and
 `openvino-bf16` where the CPU has bf16 dot products; `int8`, `openvino` and `openvino-int8` where
 the model has their exported artefacts; each only if its parity with fp32 was measured on the
-validation split (`kazstance export`, or training for bf16 and OpenVINO) and held: at least 99% label agreement on
-every statement, macro-F1 on the clear ones no more than 0.005 under fp32's. Each candidate then
+validation split (`kazstance export`, or training for bf16 and OpenVINO) and held: at least 99%
+label agreement on every statement, macro-F1 on the clear ones no more than 0.005 under fp32's. Each candidate then
 scores a fixed probe of statements on this CPU; one is out if its labels differ from fp32's on
 any probe statement, its probabilities move more than `MAX_PROB_DIFF`, or a statement's
 probabilities alone and inside the probe batch differ by more than `BATCH_INVARIANCE` (an answer
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # A probe check catches a backend broken on this CPU, not the rounding of a faithful one: int8
 # weights, each backend with its own temperature, move a statement's probability by 0.05-0.09
-# (news test: openvino-int8 0.059, ONNX Runtime int8 0.092) with fp32's label on 99%+ of them.
+# (news test: openvino-int8 0.059, ONNX Runtime int8 0.092) with fp32's label on ~99% of them.
 # Parity on the labels is what validation measured (`parity_held`).
 MAX_PROB_DIFF = 0.1
 RULES = 3  # bumped when what makes a backend eligible changes: earlier cached decisions no longer count
