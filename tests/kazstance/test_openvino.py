@@ -52,8 +52,9 @@ def test_int8_has_int8_weights_and_stays_close_to_fp32(exported_dir):
     import openvino as ov
 
     graph = ov.Core().read_model(str(exported_dir / INT8_GRAPH))
-    weight_types = {op.get_output_element_type(0).get_type_name() for op in graph.get_ordered_ops() if op.get_type_name() == "Constant"
-                    and len(op.get_output_partial_shape(0)) == 2 and op.get_output_partial_shape(0).is_static}
+    matrices = [op for op in graph.get_ordered_ops() if op.get_type_name() == "Constant"
+                and len(op.get_output_partial_shape(0)) == 2 and op.get_output_partial_shape(0).is_static]
+    weight_types = {op.get_output_element_type(0).get_type_name() for op in matrices}
     assert "u8" in weight_types  # the matrices are stored int8 (asymmetric: u8 with zero points)
     assert (exported_dir / INT8_WEIGHTS).stat().st_size < 0.5 * (exported_dir / WEIGHTS).stat().st_size
     fp32 = Predictor.load(exported_dir, backend="torch").backend.logits(TEXTS)
