@@ -77,14 +77,11 @@ class PaddedOpenVinoBackend:
 
     def __init__(self, path: Path, graphs: dict, variant: str, max_length: int, threads: int):
         import openvino as ov
-        from transformers import AutoConfig, AutoTokenizer
 
         from kazstance.backends import token_counts
+        from kazstance.int8 import tokenizer_and_labels
 
-        safe = dict(local_files_only=True, trust_remote_code=False)
-        self.tokenizer = AutoTokenizer.from_pretrained(path, **safe)
-        config = AutoConfig.from_pretrained(path, **safe)
-        self.labels = tuple(config.id2label[i] for i in range(config.num_labels))
+        self.tokenizer, self.labels = tokenizer_and_labels(path)
         self.max_length = max_length
         self._token_counts = token_counts
         graph = graphs["int8" if variant == "ov-nncf-int8" else "fp32"]

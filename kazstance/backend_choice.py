@@ -6,14 +6,15 @@ with them. So the choice is measured, not assumed. Candidates: fp32 `torch` alwa
 `openvino-bf16` where the CPU has bf16 dot products; `int8`, `openvino` and `openvino-int8` where
 the model has their exported artefacts; each only if its parity with fp32 was measured on the
 validation split (`kazstance export`, or training for bf16 and OpenVINO) and held: at least 99%
-label agreement on every statement, macro-F1 on the clear ones no more than 0.005 under fp32's. Each candidate then
-scores a fixed probe of statements on this CPU; one is out if its labels differ from fp32's on
-any probe statement, its probabilities move more than `MAX_PROB_DIFF`, or a statement's
-probabilities alone and inside the probe batch differ by more than `BATCH_INVARIANCE` (an answer
-must not depend on other clients' traffic, and a kernel that rounds by batch shape on some CPU
-would break that). The fastest of the rest wins. The decision is cached per CPU model, core count and model content
-(`~/.cache/kazstance/backends.json`, or `$KAZSTANCE_CACHE`), so only a new machine or a new model
-pays the 10-20 s it takes.
+label agreement on every statement, macro-F1 on the clear ones no more than 0.005 under fp32's.
+Each candidate then scores a fixed probe of statements on this CPU; one is out if its labels
+differ from fp32's on any probe statement, its probabilities move more than `MAX_PROB_DIFF`, or
+a statement's probabilities alone and inside the probe batch differ by more than
+`BATCH_INVARIANCE` (an answer must not depend on other clients' traffic, and a kernel that
+rounds by batch shape on some CPU would break that). The fastest of the rest wins; when none
+passes, fp32, the reference. The decision is cached per CPU model, core count and model content
+(`~/.cache/kazstance/backends.json`, or `$KAZSTANCE_CACHE`), so only a new machine or a new
+model pays the 10-20 s it takes.
 
 `benchmarks/backends.py` measures the same parity on the news test and the challenge set.
 """

@@ -42,6 +42,7 @@ INT8_GRAPH = "model.openvino-int8.xml"
 INT8_WEIGHTS = "model.openvino-int8.bin"
 SIDECAR = "model.openvino.json"
 PRECISIONS = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "int8"}  # backend name -> sidecar key
+FILES = {"f32": (GRAPH, WEIGHTS), "bf16": (GRAPH, WEIGHTS), "int8": (INT8_GRAPH, INT8_WEIGHTS)}  # graph, weights
 INT8_GROUP = 32  # input channels per activation scale: OpenVINO's CPU default for dynamic quantisation
 BUCKET = 16  # tokens: a text is padded to the next multiple, alone or in any batch
 
@@ -50,9 +51,12 @@ class OpenVinoArtefactMissing(ModelNotFound):
     """The model folder has no (or an out-of-date) OpenVINO graph; `kazstance export --format openvino` makes one."""
 
 
-def check_artefact(path: Path) -> dict:
-    """The artefact's sidecar, after checking it exists and matches the folder's weights."""
-    return checked_sidecar(path, GRAPH, SIDECAR, "openvino", "OpenVINO", OpenVinoArtefactMissing, more=(WEIGHTS,))
+def check_artefact(path: Path, precision: str = "f32") -> dict:
+    """The artefact's sidecar, after checking the graph `precision` runs exists and was exported
+    from the folder's weights (the sidecar, written last by the same export, vouches for both graphs)."""
+    graph, weights = FILES[precision]
+    what = "int8 OpenVINO" if precision == "int8" else "OpenVINO"
+    return checked_sidecar(path, graph, SIDECAR, "openvino", what, OpenVinoArtefactMissing, more=(weights,))
 
 
 def compile_graph(graph, precision: str, threads: int | None = None, int8_group: int = INT8_GROUP):
@@ -109,14 +113,11 @@ class OpenVinoBackend:
     def __init__(self, path: Path, max_length: int, backend: str = "openvino", threads: int | None = None):
         path = Path(path)
         precision = PRECISIONS[backend]
-        self.info = check_artefact(path).get(precision, {})  # the predictor takes its temperature from here
-        graph = path / (INT8_GRAPH if precision == "int8" else GRAPH)
-        if precision == "int8" and not (self.info and graph.is_file() and (path / INT8_WEIGHTS).is_file()):
-            raise OpenVinoArtefactMissing(f"{path} has no int8 OpenVINO graph made from its weights; "
-                                          f"run `kazstance export --model {path} --format openvino`")
+        # The predictor takes its temperature from here (none without a validation split at export).
+        self.info = check_artefact(path, precision).get(precision, {})
         self.tokenizer, self.labels = tokenizer_and_labels(path)
         self.max_length = max_length
-        self._request = compile_graph(graph, precision, threads)
+        self._request = compile_graph(path / FILES[precision][0], precision, threads)
         self._lock = threading.Lock()  # one infer request: one call at a time
 
     def lengths(self, texts: list[str]) -> list[int]:

@@ -93,6 +93,17 @@ def test_an_export_without_the_int8_graph_is_refused_for_int8_only(exported_dir,
     folder = tmp_path / "model"
     shutil.copytree(exported_dir, folder)
     (folder / INT8_GRAPH).unlink()
-    with pytest.raises(OpenVinoArtefactMissing, match="no int8 OpenVINO graph.*--format openvino"):
+    with pytest.raises(OpenVinoArtefactMissing, match="no int8 OpenVINO model.*--format openvino"):
         Predictor.load(folder, backend="openvino-int8")
     assert Predictor.load(folder, backend="openvino").predict(["Закон принят"])
+
+
+def test_int8_exported_without_a_validation_split_runs_with_the_models_temperature(exported_dir, tmp_path):
+    # Without --validation the sidecar has no per-precision entries; the graphs are still the
+    # ones made from these weights, so int8 runs, with fp32's temperature, as f32 and bf16 do.
+    folder = tmp_path / "model"
+    shutil.copytree(exported_dir, folder)
+    info = json.loads((folder / SIDECAR).read_text())
+    (folder / SIDECAR).write_text(json.dumps({k: v for k, v in info.items() if k not in ("f32", "bf16", "int8")}))
+    meta = json.loads((folder / "kazstance.json").read_text())
+    assert Predictor.load(folder, backend="openvino-int8").temperature == pytest.approx(meta.get("temperature", 1.0))
